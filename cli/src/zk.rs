@@ -1,0 +1,581 @@
+//! `hstack zk …` and `hstack bench coord`: wiring from flags to the
+//! coordination client, and human or `--json` output.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use hstack_coord::{Client, ClientOptions, Code, CreateMode, EventKind, Stat};
+use serde_json::json;
+
+use crate::output;
+
+#[derive(Args, Clone, Debug)]
+pub struct Endpoints {
+    /// A local cluster directory (`hstack local up --dir`) to find members in.
+    #[arg(long, global = true, env = "HSTACK_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Comma-separated member client addresses (overrides --cluster).
+    #[arg(long, global = true, env = "HSTACK_COORD", value_delimiter = ',')]
+    pub members: Option<Vec<String>>,
+}
+
+impl Endpoints {
+    pub fn coord_members(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(m) = &self.members {
+            if !m.is_empty() {
+                return Ok(m.clone());
+            }
+        }
+        let dir = self
+            .cluster
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::local::DEFAULT_DIR));
+        let cluster = crate::local::ClusterFile::load(&dir).with_context(|| {
+            format!(
+                "no coordination members: pass --members HOST:PORT,… or --cluster DIR (tried {})",
+                dir.display()
+            )
+        })?;
+        let members = cluster.addrs("coord", "client");
+        if members.is_empty() {
+            bail!("{} lists no coordination members", dir.display());
+        }
+        Ok(members)
+    }
+}
+
+#[derive(Args)]
+pub struct ZkArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Print JSON instead of human output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Session timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    session_timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: ZkCmd,
+}
+
+#[derive(Subcommand)]
+enum ZkCmd {
+    /// Create a znode.
+    Create {
+        /// Ephemeral: deleted when this command's session ends.
+        #[arg(short = 'e')]
+        ephemeral: bool,
+        /// Sequential: a 10-digit counter is appended to the name.
+        #[arg(short = 's')]
+        sequential: bool,
+        /// Container: deleted once its last child is.
+        #[arg(short = 'c')]
+        container: bool,
+        /// TTL in milliseconds: deleted when childless and unmodified that long.
+        #[arg(short = 't', value_name = "TTL_MS")]
+        ttl: Option<u64>,
+        /// Keep the session (and so an ephemeral node) until interrupted.
+        #[arg(long)]
+        wait: bool,
+        path: String,
+        data: Option<String>,
+    },
+    /// Print a znode's data (with -w, then wait for it to change).
+    Get {
+        #[arg(short = 'w')]
+        watch: bool,
+        /// Also print the stat.
+        #[arg(short = 's')]
+        stat: bool,
+        path: String,
+    },
+    /// Set a znode's data.
+    Set {
+        #[arg(short = 'v', allow_hyphen_values = true)]
+        version: Option<i32>,
+        path: String,
+        data: String,
+    },
+    /// Print a znode's stat.
+    Stat { path: String },
+    /// List children (with -R, the whole subtree; with -w, then wait for a change).
+    Ls {
+        #[arg(short = 'R')]
+        recursive: bool,
+        #[arg(short = 'w')]
+        watch: bool,
+        path: String,
+    },
+    /// Delete a znode (it must have no children).
+    Delete {
+        #[arg(short = 'v', allow_hyphen_values = true)]
+        version: Option<i32>,
+        path: String,
+    },
+    /// Delete a znode and everything below it.
+    Deleteall { path: String },
+    /// Stream every event on a path until interrupted.
+    Watch {
+        /// Also the events of every descendant.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        path: String,
+    },
+    /// Join a leader election under DIR; print when elected, then hold
+    /// leadership until interrupted.
+    Elect {
+        dir: String,
+        /// What the leader publishes (for example its address).
+        #[arg(long, default_value = "")]
+        data: String,
+    },
+    /// The ensemble: leader, each member's role and last index.
+    Members,
+    /// Add a member (as a learner, then a voter unless --learner).
+    AddMember {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        client_addr: String,
+        #[arg(long, default_value = "")]
+        http_addr: String,
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a member from the ensemble.
+    RemoveMember { id: u64 },
+}
+
+async fn connect(args: &ZkArgs) -> anyhow::Result<Client> {
+    let mut opts = ClientOptions::new(args.endpoints.coord_members()?);
+    opts.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    Ok(Client::connect(opts).await?)
+}
+
+fn stat_rows(s: &Stat) -> Vec<(&'static str, String)> {
+    vec![
+        ("cZxid", format!("{:#x}", s.czxid)),
+        ("ctime", fmt_time(s.ctime)),
+        ("mZxid", format!("{:#x}", s.mzxid)),
+        ("mtime", fmt_time(s.mtime)),
+        ("pZxid", format!("{:#x}", s.pzxid)),
+        ("cversion", s.cversion.to_string()),
+        ("dataVersion", s.version.to_string()),
+        ("aclVersion", s.aversion.to_string()),
+        ("ephemeralOwner", format!("{:#x}", s.ephemeral_owner)),
+        ("dataLength", s.data_length.to_string()),
+        ("numChildren", s.num_children.to_string()),
+    ]
+}
+
+fn fmt_time(ms: i64) -> String {
+    format!("{ms} ms since epoch")
+}
+
+fn stat_json(s: &Stat) -> serde_json::Value {
+    json!({
+        "czxid": s.czxid, "mzxid": s.mzxid, "pzxid": s.pzxid, "ctime": s.ctime, "mtime": s.mtime,
+        "version": s.version, "cversion": s.cversion, "aversion": s.aversion,
+        "ephemeral_owner": s.ephemeral_owner, "data_length": s.data_length, "num_children": s.num_children,
+    })
+}
+
+fn print_stat(s: &Stat) {
+    for (k, v) in stat_rows(s) {
+        println!("{k} = {v}");
+    }
+}
+
+pub async fn run(args: ZkArgs) -> anyhow::Result<()> {
+    match &args.cmd {
+        ZkCmd::Members => return members(&args).await,
+        ZkCmd::AddMember {
+            id,
+            raft_addr,
+            client_addr,
+            http_addr,
+            learner,
+        } => {
+            let m = hstack_coord::proto::MemberInfo {
+                id: *id,
+                raft_addr: raft_addr.clone(),
+                client_addr: client_addr.clone(),
+                http_addr: http_addr.clone(),
+                ..Default::default()
+            };
+            let r = hstack_coord::add_member(&args.endpoints.coord_members()?, m, !learner).await?;
+            return print_members(&args, &r);
+        }
+        ZkCmd::RemoveMember { id } => {
+            let r = hstack_coord::remove_member(&args.endpoints.coord_members()?, *id).await?;
+            return print_members(&args, &r);
+        }
+        _ => {}
+    }
+    let client = connect(&args).await?;
+    let res = run_with(&args, &client).await;
+    let _ = client.close().await;
+    res
+}
+
+async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
+    let js = args.json;
+    match &args.cmd {
+        ZkCmd::Create {
+            ephemeral,
+            sequential,
+            container,
+            ttl,
+            wait,
+            path,
+            data,
+        } => {
+            let mode = match (ephemeral, sequential, container, ttl) {
+                (true, _, true, _) | (true, _, _, Some(_)) | (_, _, true, Some(_)) => {
+                    bail!("-e, -c and -t cannot be combined")
+                }
+                (_, true, true, _) => bail!("containers cannot be sequential"),
+                (true, true, _, _) => CreateMode::EphemeralSequential,
+                (true, false, _, _) => CreateMode::Ephemeral,
+                (_, _, true, _) => CreateMode::Container,
+                (_, true, _, Some(t)) => CreateMode::TtlSequential(Duration::from_millis(*t)),
+                (_, false, _, Some(t)) => CreateMode::Ttl(Duration::from_millis(*t)),
+                (_, true, _, None) => CreateMode::PersistentSequential,
+                _ => CreateMode::Persistent,
+            };
+            let data = data.clone().unwrap_or_default();
+            let (created, stat) = client.create_with_stat(path, data.as_bytes(), mode).await?;
+            if js {
+                output::json(&json!({"path": created, "stat": stat_json(&stat)}))?;
+            } else {
+                println!("Created {created}");
+            }
+            if *wait {
+                eprintln!(
+                    "holding session {:#x}; Ctrl-C to end it",
+                    client.session_id()
+                );
+                hold(client).await;
+            } else if *ephemeral {
+                eprintln!("note: the node is deleted when this command's session ends");
+            }
+        }
+        ZkCmd::Elect { dir, data } => {
+            let election = hstack_coord::LeaderElection::new(client.clone(), dir);
+            eprintln!("campaigning in {dir} as session {:#x}", client.session_id());
+            let lead = election.campaign(data.as_bytes()).await?;
+            if js {
+                output::json(&json!({"leader": true, "path": lead.path, "token": lead.token}))?;
+            } else {
+                println!("elected leader: {} token={}", lead.path, lead.token);
+            }
+            hold(client).await;
+        }
+        ZkCmd::Get { watch, stat, path } => {
+            let mut events = client.events();
+            let (data, st) = client.get_data(path, *watch).await?;
+            if js {
+                output::json(
+                    &json!({"path": path, "data": String::from_utf8_lossy(&data), "stat": stat_json(&st)}),
+                )?;
+            } else {
+                println!("{}", String::from_utf8_lossy(&data));
+                if *stat {
+                    print_stat(&st);
+                }
+            }
+            if *watch {
+                wait_event(&mut events, path, js).await?;
+            }
+        }
+        ZkCmd::Set {
+            version,
+            path,
+            data,
+        } => {
+            let st = client.set_data(path, data.as_bytes(), *version).await?;
+            if js {
+                output::json(&json!({"path": path, "stat": stat_json(&st)}))?;
+            } else {
+                println!("Set {path} (version {})", st.version);
+            }
+        }
+        ZkCmd::Stat { path } => match client.exists(path, false).await? {
+            Some(st) if js => output::json(&json!({"path": path, "stat": stat_json(&st)}))?,
+            Some(st) => print_stat(&st),
+            None => bail!("{path} does not exist"),
+        },
+        ZkCmd::Ls {
+            recursive,
+            watch,
+            path,
+        } => {
+            let mut events = client.events();
+            let names = if *recursive {
+                walk(client, path).await?
+            } else {
+                let mut c = client.get_children(path, *watch).await?;
+                c.sort();
+                c
+            };
+            if js {
+                output::json(&json!({"path": path, "children": names}))?;
+            } else {
+                for n in &names {
+                    println!("{n}");
+                }
+            }
+            if *watch && !*recursive {
+                wait_event(&mut events, path, js).await?;
+            }
+        }
+        ZkCmd::Delete { version, path } => {
+            client.delete(path, *version).await?;
+            if js {
+                output::json(&json!({"deleted": path}))?;
+            } else {
+                println!("Deleted {path}");
+            }
+        }
+        ZkCmd::Deleteall { path } => {
+            let mut all = walk(client, path).await?;
+            all.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+            for p in all.iter().chain(std::iter::once(path)) {
+                match client.delete(p, None).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == Code::NoNode => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if js {
+                output::json(&json!({"deleted": all.len() + 1}))?;
+            } else {
+                println!("Deleted {path} and {} descendants", all.len());
+            }
+        }
+        ZkCmd::Watch { recursive, path } => {
+            let mut events = client.events();
+            client.add_watch(path, *recursive).await?;
+            if !js {
+                eprintln!(
+                    "watching {path}{}; Ctrl-C to stop",
+                    if *recursive { " and below" } else { "" }
+                );
+            }
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(ev) => print_event(&ev, js)?,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => eprintln!("warning: missed {n} events"),
+                        Err(_) => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+        ZkCmd::Members | ZkCmd::AddMember { .. } | ZkCmd::RemoveMember { .. } => {
+            bail!("internal: membership commands are handled before connecting")
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the session open until Ctrl-C, SIGTERM or the session ends.
+async fn hold(client: &Client) {
+    let mut events = client.events();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.kind == EventKind::Expired => {
+                    eprintln!("session expired");
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                _ => {}
+            },
+            _ = tokio::signal::ctrl_c() => return,
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return,
+        }
+    }
+}
+
+fn print_event(ev: &hstack_coord::WatchedEvent, js: bool) -> anyhow::Result<()> {
+    if js {
+        println!("{}", serde_json::to_string(ev)?);
+    } else {
+        println!("{:?} {} zxid={:#x}", ev.kind, ev.path, ev.zxid);
+    }
+    Ok(())
+}
+
+async fn wait_event(
+    events: &mut tokio::sync::broadcast::Receiver<hstack_coord::WatchedEvent>,
+    path: &str,
+    js: bool,
+) -> anyhow::Result<()> {
+    if !js {
+        eprintln!("waiting for a change to {path}…");
+    }
+    loop {
+        let ev = events.recv().await?;
+        if ev.path == path || ev.kind == EventKind::Expired {
+            return print_event(&ev, js);
+        }
+    }
+}
+
+/// Every path below `root` (not `root` itself), parents before children.
+async fn walk(client: &Client, root: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(p) = stack.pop() {
+        let mut children = client.get_children(&p, false).await?;
+        children.sort();
+        for c in children.into_iter().rev() {
+            let full = if p == "/" {
+                format!("/{c}")
+            } else {
+                format!("{p}/{c}")
+            };
+            stack.push(full.clone());
+            out.push(full);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn members(args: &ZkArgs) -> anyhow::Result<()> {
+    let r = hstack_coord::members(&args.endpoints.coord_members()?).await?;
+    print_members(args, &r)
+}
+
+fn print_members(args: &ZkArgs, r: &hstack_coord::proto::MembersReply) -> anyhow::Result<()> {
+    if args.json {
+        let members: Vec<_> = r
+            .members
+            .iter()
+            .map(|m| {
+                json!({"id": m.id, "role": m.role, "voter": m.voter, "last_index": m.last_index,
+                       "client_addr": m.client_addr, "raft_addr": m.raft_addr, "http_addr": m.http_addr})
+            })
+            .collect();
+        return output::json(
+            &json!({"leader": r.leader_id, "term": r.term, "responder": r.responder_id,
+                                    "last_applied": r.last_applied, "last_zxid": r.last_zxid, "members": members}),
+        );
+    }
+    println!(
+        "leader {} · term {} · answered by member {} (applied {}, zxid {:#x})",
+        if r.leader_id == 0 {
+            "none".to_string()
+        } else {
+            r.leader_id.to_string()
+        },
+        r.term,
+        r.responder_id,
+        r.last_applied,
+        r.last_zxid
+    );
+    let rows: Vec<Vec<String>> = r
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.role.clone(),
+                if m.voter { "yes" } else { "no" }.into(),
+                m.last_index.to_string(),
+                m.client_addr.clone(),
+                m.raft_addr.clone(),
+                m.http_addr.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "id",
+            "role",
+            "voter",
+            "last index",
+            "client",
+            "raft",
+            "http",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchCoordArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[arg(long, value_enum, default_value = "write")]
+    workload: hstack_coord::Workload,
+    /// Outstanding requests.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Sessions the requests are spread over (at most one per request).
+    #[arg(long, default_value_t = 16)]
+    sessions: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Linearizable reads (read index through the leader).
+    #[arg(long)]
+    linearizable: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn bench(a: BenchCoordArgs) -> anyhow::Result<()> {
+    let opts = hstack_coord::BenchOpts {
+        members: a.endpoints.coord_members()?,
+        workload: a.workload,
+        concurrency: a.concurrency,
+        sessions: a.sessions,
+        warmup: Duration::from_secs(a.warmup_secs),
+        duration: Duration::from_secs(a.duration_secs.max(1)),
+        value_size: a.value_size,
+        keys: a.keys,
+        linearizable: a.linearizable,
+    };
+    let r = hstack_coord::run_bench(opts).await?;
+    if a.json {
+        return output::json(&r);
+    }
+    output::table(
+        &[
+            "workload",
+            "outstanding",
+            "sessions",
+            "ops/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "errors",
+        ],
+        &[vec![
+            format!("{:?}", r.workload).to_lowercase(),
+            r.concurrency.to_string(),
+            r.sessions.to_string(),
+            format!("{:.0}", r.ops_per_sec),
+            format!("{} µs", r.p50_us),
+            format!("{} µs", r.p99_us),
+            format!("{} µs", r.p999_us),
+            r.errors.to_string(),
+        ]],
+    );
+    Ok(())
+}

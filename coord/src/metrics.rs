@@ -1,0 +1,169 @@
+//! The coordination service's metrics, registered in the registry a member
+//! is given (never the global one), so in-process members keep their own.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct CoordMetrics {
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub txns_applied_total: IntCounter,
+    pub proposal_batch_txns: Histogram,
+    pub log_fsync_seconds: Histogram,
+    pub log_fsync_batch: Histogram,
+    pub znodes: IntGauge,
+    pub sessions: IntGauge,
+    pub sessions_expired_total: IntCounter,
+    pub connections: IntGauge,
+    pub watches: IntGauge,
+    pub snapshots_total: IntCounter,
+    pub last_applied_index: IntGauge,
+    pub raft_term: IntGauge,
+    pub is_leader: IntGauge,
+    pub leader_changes_total: IntCounter,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    // Registering twice in one registry means two members share it: a bug.
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once per registry");
+    c
+}
+
+impl CoordMetrics {
+    pub fn new(r: &Registry) -> Self {
+        let lat = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
+        Self {
+            requests_total: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hstack_coord_requests_total",
+                        "Client requests by operation and outcome",
+                    ),
+                    &["op", "outcome"],
+                )
+                .expect("valid"),
+            ),
+            request_duration_seconds: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "hstack_coord_request_duration_seconds",
+                        "Client request latency by kind (read, write)",
+                    )
+                    .buckets(lat.clone()),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            txns_applied_total: reg(
+                r,
+                IntCounter::new(
+                    "hstack_coord_txns_applied_total",
+                    "Transactions applied to the tree",
+                )
+                .expect("valid"),
+            ),
+            proposal_batch_txns: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hstack_coord_proposal_batch_txns",
+                        "Transactions per Raft entry (group commit)",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                    ]),
+                )
+                .expect("valid"),
+            ),
+            log_fsync_seconds: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("hstack_coord_log_fsync_seconds", "Raft log WAL fsync time")
+                        .buckets(lat),
+                )
+                .expect("valid"),
+            ),
+            log_fsync_batch: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hstack_coord_log_fsync_appends",
+                        "Log appends covered by one fsync",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0]),
+                )
+                .expect("valid"),
+            ),
+            znodes: reg(
+                r,
+                IntGauge::new("hstack_coord_znodes", "Znodes in the tree").expect("valid"),
+            ),
+            sessions: reg(
+                r,
+                IntGauge::new("hstack_coord_sessions", "Open sessions in the ensemble")
+                    .expect("valid"),
+            ),
+            sessions_expired_total: reg(
+                r,
+                IntCounter::new("hstack_coord_sessions_expired_total", "Sessions expired")
+                    .expect("valid"),
+            ),
+            connections: reg(
+                r,
+                IntGauge::new(
+                    "hstack_coord_connections",
+                    "Client sessions connected to this member",
+                )
+                .expect("valid"),
+            ),
+            watches: reg(
+                r,
+                IntGauge::new("hstack_coord_watches", "Watches registered on this member")
+                    .expect("valid"),
+            ),
+            snapshots_total: reg(
+                r,
+                IntCounter::new(
+                    "hstack_coord_snapshots_total",
+                    "Snapshots built by this member",
+                )
+                .expect("valid"),
+            ),
+            last_applied_index: reg(
+                r,
+                IntGauge::new(
+                    "hstack_coord_raft_last_applied_index",
+                    "Last Raft log index applied",
+                )
+                .expect("valid"),
+            ),
+            raft_term: reg(
+                r,
+                IntGauge::new("hstack_coord_raft_term", "Current Raft term").expect("valid"),
+            ),
+            is_leader: reg(
+                r,
+                IntGauge::new(
+                    "hstack_coord_raft_is_leader",
+                    "1 if this member is the Raft leader",
+                )
+                .expect("valid"),
+            ),
+            leader_changes_total: reg(
+                r,
+                IntCounter::new(
+                    "hstack_coord_raft_leader_changes_total",
+                    "Leader changes seen by this member",
+                )
+                .expect("valid"),
+            ),
+        }
+    }
+}

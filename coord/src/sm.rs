@@ -1,0 +1,295 @@
+//! The Raft state machine: the znode tree in memory, local watches, and
+//! snapshots on disk (`DIR/snapshot.bin`, replaced atomically).
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hstack_proto::coord as pb;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::metrics::CoordMetrics;
+use crate::tree::DataTree;
+use crate::types::{
+    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, Txn, TypeConfig,
+};
+use crate::watch::Watches;
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+pub struct SmInner {
+    pub tree: DataTree,
+    pub watches: Watches,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+pub struct SmShared {
+    inner: Mutex<SmInner>,
+    /// The last log id of the snapshot on disk; held while one is written, so
+    /// a build and an install never race and an older never replaces a newer.
+    on_disk: Mutex<Option<LogId>>,
+    applied: watch::Sender<u64>,
+    dir: PathBuf,
+    metrics: CoordMetrics,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    tree: DataTree,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Cheap handle to the shared state machine.
+#[derive(Clone)]
+pub struct StateMachine {
+    pub shared: Arc<SmShared>,
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir`, starting from the snapshot there, if any.
+    pub fn open(dir: &Path, metrics: CoordMetrics) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut inner = SmInner {
+            tree: DataTree::default(),
+            watches: Watches::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        if let Some(file) = read_snapshot_file(dir)? {
+            let payload: SnapshotPayload =
+                bincode::deserialize(&file.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            inner.tree = payload.tree;
+            inner.last_applied = payload.last_applied;
+            inner.membership = payload.membership;
+        }
+        let applied_index = inner.last_applied.map(|l| l.index).unwrap_or(0);
+        let (applied, _) = watch::channel(applied_index);
+        let on_disk = Mutex::new(inner.last_applied);
+        Ok(Self {
+            shared: Arc::new(SmShared {
+                inner: Mutex::new(inner),
+                on_disk,
+                applied,
+                dir: dir.to_path_buf(),
+                metrics,
+            }),
+        })
+    }
+}
+
+impl SmShared {
+    pub fn lock(&self) -> MutexGuard<'_, SmInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the log index `index` is applied here.
+    pub async fn wait_applied(&self, index: u64) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|v| *v >= index).await;
+    }
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageError> {
+    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(bytes) => bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| sm_err(ErrorVerb::Read, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(sm_err(ErrorVerb::Read, e)),
+    }
+}
+
+impl SmShared {
+    /// Replaces the snapshot on disk unless it already holds a newer one.
+    fn save_snapshot(&self, file: &SnapshotFile) -> Result<(), StorageError> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if file.meta.last_log_id < *on_disk {
+            return Ok(());
+        }
+        write_snapshot_file(&self.dir, file)?;
+        *on_disk = file.meta.last_log_id;
+        Ok(())
+    }
+}
+
+fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), StorageError> {
+    let bytes = bincode::serialize(file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| sm_err(ErrorVerb::Write, e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, data) = {
+            let inner = self.shared.lock();
+            let payload = SnapshotPayload {
+                last_applied: inner.last_applied,
+                membership: inner.membership.clone(),
+                tree: inner.tree.clone(),
+            };
+            drop(inner);
+            let data = bincode::serialize(&payload).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let id = match payload.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
+                None => format!("0-0-{}", data.len()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: payload.last_applied,
+                last_membership: payload.membership,
+                snapshot_id: id,
+            };
+            (meta, data)
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        self.shared.save_snapshot(&file)?;
+        self.shared.metrics.snapshots_total.inc();
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = file.data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let inner = self.shared.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let mut inner = self.shared.lock();
+        let inner = &mut *inner;
+        let mut txns_applied = 0u64;
+        for entry in entries {
+            inner.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(vec![]),
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(vec![]);
+                }
+                EntryPayload::Normal(batch) => {
+                    let mut results = Vec::with_capacity(batch.txns.len());
+                    let mut changes = Vec::new();
+                    for txn in &batch.txns {
+                        changes.clear();
+                        let (zxid, result) = inner.tree.apply(txn, batch.time_ms, &mut changes);
+                        inner.watches.trigger(&changes, zxid);
+                        if let Txn::CloseSession {
+                            session_id,
+                            expired: true,
+                        } = txn
+                        {
+                            self.shared.metrics.sessions_expired_total.inc();
+                            if let Some(sink) = inner.watches.sink(*session_id).cloned() {
+                                let err = pb::SessionError {
+                                    code: pb::ErrorCode::SessionExpired as i32,
+                                    message: format!("session {session_id:#x} expired"),
+                                };
+                                let _ = sink.send(pb::ServerFrame {
+                                    frame: Some(pb::server_frame::Frame::Error(err)),
+                                });
+                                inner.watches.detach(*session_id, &sink);
+                            }
+                        }
+                        results.push(Applied { zxid, result });
+                    }
+                    txns_applied += batch.txns.len() as u64;
+                    out.push(results);
+                }
+            }
+        }
+        let m = &self.shared.metrics;
+        m.txns_applied_total.inc_by(txns_applied);
+        m.znodes.set(inner.tree.node_count() as i64);
+        m.sessions.set(inner.tree.session_count() as i64);
+        m.watches.set(inner.watches.count() as i64);
+        if let Some(l) = inner.last_applied {
+            m.last_applied_index.set(l.index as i64);
+            self.shared.applied.send_replace(l.index);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload =
+            bincode::deserialize(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.shared.save_snapshot(&SnapshotFile {
+            meta: meta.clone(),
+            data,
+        })?;
+        let mut inner = self.shared.lock();
+        let old_zxid = inner.tree.last_zxid();
+        inner.tree = payload.tree;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        let inner = &mut *inner;
+        inner.watches.after_snapshot(&inner.tree, old_zxid);
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        self.shared.applied.send_replace(index);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(read_snapshot_file(&self.shared.dir)?.map(|f| Snapshot {
+            meta: f.meta,
+            snapshot: Box::new(Cursor::new(f.data)),
+        }))
+    }
+}

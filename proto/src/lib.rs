@@ -1,0 +1,7 @@
+//! Every `.proto` file of hstack and the tonic/prost code generated from it.
+
+/// The coordination service's client and peer APIs.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod coord {
+    tonic::include_proto!("hstack.coord.v1");
+}

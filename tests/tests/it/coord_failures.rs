@@ -1,0 +1,417 @@
+//! Killing real coordination members and clients.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hstack_coord::{Client, ClientOptions, CreateMode, EventKind};
+use hstack_tests::{hstack_spawn, wait_for, CoordEnsemble};
+
+/// Every key in `keys` exists on member `id` (read from it alone, after a sync).
+async fn assert_all_on(ens: &CoordEnsemble, id: u64, keys: &BTreeSet<String>) {
+    let c = ens.client_only(id).await.unwrap();
+    c.sync("/load").await.unwrap();
+    let children: BTreeSet<String> = c
+        .get_children("/load", false)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|k| !children.contains(k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "member {id} lacks {} acknowledged writes, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leader_under_load_loses_no_acknowledged_write() {
+    let mut ens = CoordEnsemble::start(3, &[]).await.unwrap();
+    let setup = ens.client().await.unwrap();
+    setup
+        .create("/load", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let first_ok_after_kill: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for w in 0..4 {
+        let c = ens
+            .client_on(1 + w % 3, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let (acked, first, killed, stop) = (
+            acked.clone(),
+            first_ok_after_kill.clone(),
+            killed_at.clone(),
+            stop.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("w{w}-{n:06}");
+                n += 1;
+                let issued_after_kill = killed.lock().unwrap().is_some();
+                if c.create(&format!("/load/{name}"), b"x", CreateMode::Persistent)
+                    .await
+                    .is_ok()
+                {
+                    acked.lock().unwrap().insert(name);
+                    if issued_after_kill {
+                        let mut f = first.lock().unwrap();
+                        if f.is_none() {
+                            *f = Some(Instant::now());
+                        }
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }));
+    }
+    wait_for("some load", Duration::from_secs(20), || {
+        let acked = acked.clone();
+        async move { (acked.lock().unwrap().len() >= 300).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let leader = ens.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let before_kill = acked.lock().unwrap().len();
+    // A write issued after this instant can only be served by a new leader.
+    ens.node(leader).kill9();
+    let t0 = Instant::now();
+    *killed_at.lock().unwrap() = Some(t0);
+    ens.allowed_errors.push("Unreachable node".into());
+    // wait for writes acknowledged after the kill
+    let recovered = wait_for(
+        "writes after the leader was killed",
+        Duration::from_secs(10),
+        || {
+            let first = first_ok_after_kill.clone();
+            async move { *first.lock().unwrap() }
+        },
+    )
+    .await
+    .unwrap();
+    let took = recovered.duration_since(t0);
+    eprintln!("MEASURED: a new leader served writes {took:?} after SIGKILL of leader {leader}");
+    assert!(
+        took < Duration::from_secs(3),
+        "writes resumed only after {took:?}"
+    );
+    let target = acked.lock().unwrap().len() + 200;
+    wait_for(
+        "more load on the new leader",
+        Duration::from_secs(20),
+        || {
+            let acked = acked.clone();
+            async move { (acked.lock().unwrap().len() >= target).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let keys = acked.lock().unwrap().clone();
+    assert!(keys.len() > before_kill);
+    for id in (1..=3).filter(|i| *i != leader) {
+        assert_all_on(&ens, id, &keys).await;
+    }
+    ens.node(leader).restart().await.unwrap();
+    ens.wait_leader(Duration::from_secs(10)).await.unwrap();
+    assert_all_on(&ens, leader, &keys).await;
+    ens.check_logs().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_kept_down_catches_up_from_a_snapshot() {
+    let mut ens = CoordEnsemble::start(3, &["--snapshot-logs", "50", "--keep-logs", "5"])
+        .await
+        .unwrap();
+    ens.allowed_errors.push("Unreachable node".into());
+    let leader = ens.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let down = (1..=3).find(|i| *i != leader).unwrap();
+    ens.node(down).kill9();
+    let c = ens.client_only(leader).await.unwrap();
+    c.create("/load", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let mut keys = BTreeSet::new();
+    for i in 0..400 {
+        let k = format!("k{i:04}");
+        c.create(&format!("/load/{k}"), b"v", CreateMode::Persistent)
+            .await
+            .unwrap();
+        keys.insert(k);
+    }
+    // the log behind the snapshot was purged on the leader
+    let metrics = ens.nodes[leader as usize - 1].addr("http");
+    let snapshot_taken = wait_for("a snapshot on the leader", Duration::from_secs(10), || {
+        let m = metrics.clone();
+        async move {
+            let body = http_get(&m, "/metrics").await?;
+            body.lines()
+                .find(|l| l.starts_with("hstack_coord_snapshots_total "))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .filter(|v| *v >= 1.0)
+        }
+    })
+    .await;
+    assert!(snapshot_taken.is_ok(), "the leader never built a snapshot");
+    ens.node(down).restart().await.unwrap();
+    let log = ens.node(down).log.clone();
+    wait_for(
+        "the restarted member to install a snapshot",
+        Duration::from_secs(20),
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .contains("installed snapshot")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_all_on(&ens, down, &keys).await;
+    ens.check_logs().unwrap();
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keeps_session_and_ephemerals_when_its_member_dies() {
+    let mut ens = CoordEnsemble::start(3, &[]).await.unwrap();
+    ens.allowed_errors.push("Unreachable node".into());
+    let c = ens.client_on(1, Duration::from_secs(4)).await.unwrap();
+    assert_eq!(c.member_id(), 1);
+    let sid = c.session_id();
+    c.create("/mine", b"", CreateMode::Ephemeral).await.unwrap();
+    let mut events = c.events();
+    ens.node(1).kill9();
+    // the client notices and moves on by itself
+    let moved = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.kind == EventKind::Connected {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        moved.is_ok(),
+        "client did not reconnect within the session timeout"
+    );
+    assert_ne!(c.member_id(), 1);
+    assert_eq!(c.session_id(), sid);
+    let st = c
+        .exists("/mine", false)
+        .await
+        .unwrap()
+        .expect("ephemeral survived");
+    assert_eq!(st.ephemeral_owner, sid);
+    c.create("/mine2", b"", CreateMode::Ephemeral)
+        .await
+        .unwrap();
+    ens.check_logs().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_client_process_loses_ephemerals_after_its_timeout_not_before() {
+    let ens = CoordEnsemble::start(3, &[]).await.unwrap();
+    let members = ens.client_addrs().join(",");
+    let timeout = Duration::from_millis(3000);
+    let mut holder = hstack_spawn(&[
+        "zk",
+        "--members",
+        &members,
+        "--session-timeout-ms",
+        &timeout.as_millis().to_string(),
+        "create",
+        "-e",
+        "--wait",
+        "/held",
+    ])
+    .unwrap();
+    let c = ens.client().await.unwrap();
+    wait_for("the holder's ephemeral", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.exists("/held", false).await.ok().flatten() }
+    })
+    .await
+    .unwrap();
+    // Let it ping at least once, then kill it without a chance to close.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    let t0 = Instant::now();
+    tokio::time::sleep(timeout / 2).await;
+    assert!(
+        c.exists("/held", false).await.unwrap().is_some(),
+        "ephemeral deleted before the session timeout"
+    );
+    wait_for(
+        "the ephemeral to go",
+        timeout + Duration::from_secs(2),
+        || {
+            let c = c.clone();
+            async move {
+                c.exists("/held", false)
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "MEASURED: ephemeral deleted {:?} after its client was killed (timeout {timeout:?})",
+        t0.elapsed()
+    );
+    ens.check_logs().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_moves_within_session_timeout_when_the_leader_is_killed() {
+    let ens = CoordEnsemble::start(3, &[]).await.unwrap();
+    let members = ens.client_addrs().join(",");
+    let timeout = Duration::from_millis(2000);
+    let args = |data: &'static str| {
+        vec![
+            "zk".to_string(),
+            "--members".into(),
+            members.clone(),
+            "--session-timeout-ms".into(),
+            timeout.as_millis().to_string(),
+            "elect".into(),
+            "/election".into(),
+            "--data".into(),
+            data.into(),
+        ]
+    };
+    let spawn = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        hstack_spawn(&refs).unwrap()
+    };
+    // Each contender's stdout lines, on a thread.
+    let watch_lines = |child: &mut std::process::Child| {
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        rx
+    };
+    let mut a = spawn(args("a"));
+    let a_lines = watch_lines(&mut a);
+    let (_, line) = a_lines
+        .recv_timeout(Duration::from_secs(15))
+        .expect("a was elected");
+    let token_a: u64 = line
+        .rsplit("token=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut b = spawn(args("b"));
+    let b_lines = watch_lines(&mut b);
+    // b waits behind a
+    let c = ens.client().await.unwrap();
+    wait_for("b to queue", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { (c.get_children("/election", false).await.ok()?.len() == 2).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        b_lines.recv_timeout(Duration::from_millis(300)).is_err(),
+        "b led while a held"
+    );
+    a.kill().unwrap();
+    let _ = a.wait();
+    let t0 = Instant::now();
+    let (at, line) = b_lines
+        .recv_timeout(timeout + Duration::from_secs(3))
+        .expect("b was elected");
+    let took = at.duration_since(t0);
+    eprintln!("MEASURED: leadership moved {took:?} after the leader was killed (session timeout {timeout:?})");
+    assert!(
+        took <= timeout + Duration::from_secs(1),
+        "leadership moved after {took:?}"
+    );
+    let token_b: u64 = line
+        .rsplit("token=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(token_b > token_a);
+    let _ = b.kill();
+    let _ = b.wait();
+    ens.check_logs().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_change_adds_and_removes_a_member() {
+    let mut ens = CoordEnsemble::start(3, &[]).await.unwrap();
+    let c = ens.client().await.unwrap();
+    c.create("/before", b"x", CreateMode::Persistent)
+        .await
+        .unwrap();
+    // a fourth, uninitialized member joins as learner then voter
+    let extra = CoordEnsemble::start_unjoined(&mut ens, 4).await.unwrap();
+    let info = hstack_coord::proto::MemberInfo {
+        id: 4,
+        raft_addr: extra.0,
+        client_addr: extra.1.clone(),
+        http_addr: extra.2,
+        ..Default::default()
+    };
+    let r = hstack_coord::add_member(&ens.client_addrs(), info, true)
+        .await
+        .unwrap();
+    assert!(r.members.iter().any(|m| m.id == 4 && m.voter), "{r:?}");
+    let mut o = ClientOptions::new(vec![extra.1]);
+    o.shuffle = false;
+    let on4 = Client::connect(o).await.unwrap();
+    on4.sync("/").await.unwrap();
+    assert_eq!(on4.get_data("/before", false).await.unwrap().0, b"x");
+    let r = hstack_coord::remove_member(&ens.client_addrs(), 4)
+        .await
+        .unwrap();
+    assert!(!r.members.iter().any(|m| m.id == 4), "{r:?}");
+    // removing the unknown is a clear error
+    let e = hstack_coord::remove_member(&ens.client_addrs(), 9)
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("not in the ensemble"), "{e}");
+    ens.check_logs().unwrap();
+}

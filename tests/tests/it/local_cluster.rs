@@ -1,0 +1,76 @@
+//! `hstack local up|status|down` and the zk CLI against it, as a user runs them.
+
+use hstack_tests::hstack;
+
+#[test]
+fn local_cluster_up_use_down_and_up_again() {
+    let dir = tempfile::Builder::new()
+        .prefix("hstack-local-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = hstack(args).unwrap();
+        assert!(ok, "hstack {args:?} failed:\n{out}\n{err}");
+        out
+    };
+    let out = run(&["local", "up", "--dir", d]);
+    assert!(out.contains("ready"), "{out}");
+    // a second up while running is refused, and changes nothing
+    let (ok, _, err) = hstack(&["local", "up", "--dir", d]).unwrap();
+    assert!(!ok && err.contains("already running"), "{err}");
+
+    run(&["zk", "--cluster", d, "create", "/hello", "world"]);
+    assert_eq!(
+        run(&["zk", "--cluster", d, "get", "/hello"]).trim(),
+        "world"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&run(&["zk", "--cluster", d, "--json", "stat", "/hello"])).unwrap();
+    assert_eq!(js["stat"]["data_length"], 5);
+    let members = run(&["zk", "--cluster", d, "members"]);
+    assert!(
+        members.contains("leader") && members.lines().count() >= 5,
+        "{members}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&run(&["local", "status", "--dir", d, "--json"])).unwrap();
+    assert_eq!(js["daemons"].as_array().unwrap().len(), 3);
+    assert!(
+        js["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["ready"] == true),
+        "{js}"
+    );
+
+    // bad input through the CLI: clear error, non-zero exit
+    let (ok, _, err) = hstack(&["zk", "--cluster", d, "create", "no-slash"]).unwrap();
+    assert!(!ok && err.contains("invalid path"), "{err}");
+    let (ok, _, err) = hstack(&["zk", "--cluster", d, "delete", "/"]).unwrap();
+    assert!(!ok && err.contains("cannot delete /"), "{err}");
+
+    run(&["local", "down", "--dir", d]);
+    let js: serde_json::Value =
+        serde_json::from_str(&run(&["local", "status", "--dir", d, "--json"])).unwrap();
+    assert!(
+        js["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["alive"] == false),
+        "{js}"
+    );
+
+    // the same cluster comes back with its data
+    run(&["local", "up", "--dir", d]);
+    assert_eq!(
+        run(&["zk", "--cluster", d, "get", "/hello"]).trim(),
+        "world"
+    );
+    run(&["local", "down", "--dir", d]);
+    for id in 1..=3 {
+        hstack_tests::check_log(&dir.path().join(format!("coord-{id}.log")), &[]).unwrap();
+    }
+}

@@ -1,0 +1,5 @@
+//! Scenario tests against real `hstack` processes (one test binary).
+
+mod coord;
+mod coord_failures;
+mod local_cluster;
