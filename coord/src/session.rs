@@ -381,12 +381,14 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
                     Some(Err(e)) => {
                         return reject(CoordError::new(e.code, format!("op {i}: {}", e.message)))
                     }
-                    _ => return reject(CoordError::new(
-                        Code::BadArguments,
-                        format!(
+                    _ => {
+                        return reject(CoordError::new(
+                            Code::BadArguments,
+                            format!(
                             "op {i}: only create, delete, set_data and check may appear in a multi"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             Txn::Write { session_id, ops }

@@ -329,10 +329,8 @@ impl CoordEnsemble {
                     }
                 }
                 let first = *seen.first()?;
-                (first != 0
-                    && seen.len() > addrs.len() / 2
-                    && seen.iter().all(|l| *l == first))
-                .then_some(first)
+                (first != 0 && seen.len() > addrs.len() / 2 && seen.iter().all(|l| *l == first))
+                    .then_some(first)
             }
         })
         .await
