@@ -172,8 +172,31 @@ fn stat_rows(s: &Stat) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
 fn fmt_time(ms: i64) -> String {
-    format!("{ms} ms since epoch")
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{sec:02}.{milli:03} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_times() {
+        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(super::fmt_time(1_795_242_256_849), "2026-11-21 06:24:16.849 UTC");
+        assert_eq!(super::fmt_time(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+    }
 }
 
 fn stat_json(s: &Stat) -> serde_json::Value {
@@ -451,7 +474,23 @@ async fn walk(client: &Client, root: &str) -> anyhow::Result<Vec<String>> {
 }
 
 async fn members(args: &ZkArgs) -> anyhow::Result<()> {
-    let r = hstack_coord::members(&args.endpoints.coord_members()?).await?;
+    let mut r = hstack_coord::members(&args.endpoints.coord_members()?).await?;
+    // Ask every member for its own state: role and last applied index.
+    for m in &mut r.members {
+        let own = tokio::time::timeout(Duration::from_secs(2), hstack_coord::members_of(&m.client_addr)).await;
+        match own {
+            Ok(Ok(o)) => {
+                m.last_index = o.last_applied;
+                if let Some(me) = o.members.iter().find(|x| x.id == m.id) {
+                    m.role = me.role.clone();
+                }
+            }
+            _ => {
+                m.role = "unreachable".into();
+                m.last_index = 0;
+            }
+        }
+    }
     print_members(args, &r)
 }
 
@@ -461,7 +500,7 @@ fn print_members(args: &ZkArgs, r: &hstack_coord::proto::MembersReply) -> anyhow
             .members
             .iter()
             .map(|m| {
-                json!({"id": m.id, "role": m.role, "voter": m.voter, "last_index": m.last_index,
+                json!({"id": m.id, "role": m.role, "voter": m.voter, "last_applied": m.last_index,
                        "client_addr": m.client_addr, "raft_addr": m.raft_addr, "http_addr": m.http_addr})
             })
             .collect();

@@ -360,6 +360,7 @@ impl Client {
     }
 
     pub async fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
+        check_size(data)?;
         let r = self
             .call(Op::SetData(pb::SetData {
                 path: path.into(),
@@ -432,6 +433,21 @@ impl Client {
 
     /// Applies every op or none. On failure the error names the op that failed.
     pub async fn multi(&self, ops: Vec<MultiOp>) -> Result<Vec<MultiResult>> {
+        let total: usize = ops
+            .iter()
+            .map(|o| match o {
+                MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum();
+        if total > 3 * crate::tree::MAX_DATA {
+            return Err(CoordError::new(Code::BadArguments, format!("a multi of {total} bytes of data is too large")));
+        }
+        for o in &ops {
+            if let MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } = o {
+                check_size(data)?;
+            }
+        }
         let reqs = ops
             .into_iter()
             .map(|o| {
@@ -510,6 +526,18 @@ impl Client {
         self.shared.state.send_replace(SessionState::Closed);
         r.map(|_| ())
     }
+}
+
+/// Refuses data over the limit before it is sent (the server refuses it
+/// too, but a message far over the limit would only break the connection).
+fn check_size(data: &[u8]) -> Result<()> {
+    if data.len() > crate::tree::MAX_DATA {
+        return Err(CoordError::new(
+            Code::BadArguments,
+            format!("data is {} bytes; the limit is {}", data.len(), crate::tree::MAX_DATA),
+        ));
+    }
+    Ok(())
 }
 
 fn unexpected() -> CoordError {

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod liveness;
 mod logstore;
 mod metrics;
 mod network;

@@ -5,10 +5,35 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+/// Client operations, in the order of `CoordMetrics::request_counters`.
+pub const OPS: [&str; 12] = [
+    "create",
+    "delete",
+    "set_data",
+    "check",
+    "get_data",
+    "exists",
+    "get_children",
+    "multi",
+    "sync",
+    "set_watches",
+    "add_watch",
+    "close",
+];
+
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    Ok = 0,
+    Error = 1,
+    Rejected = 2,
+}
+
 #[derive(Clone)]
 pub struct CoordMetrics {
-    pub requests_total: IntCounterVec,
-    pub request_duration_seconds: HistogramVec,
+    /// `hstack_coord_requests_total{op,outcome}`, resolved once: [op][outcome].
+    request_counters: Vec<[IntCounter; 3]>,
+    pub read_seconds: Histogram,
+    pub write_seconds: Histogram,
     pub txns_applied_total: IntCounter,
     pub proposal_batch_txns: Histogram,
     pub log_fsync_seconds: Histogram,
@@ -33,34 +58,43 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 }
 
 impl CoordMetrics {
+    /// Counts one request of `OPS[op]`.
+    pub fn count(&self, op: usize, outcome: Outcome) {
+        self.request_counters[op][outcome as usize].inc();
+    }
+
     pub fn new(r: &Registry) -> Self {
         let lat = vec![
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ];
+        let requests = reg(
+            r,
+            IntCounterVec::new(
+                Opts::new("hstack_coord_requests_total", "Client requests by operation and outcome"),
+                &["op", "outcome"],
+            )
+            .expect("valid"),
+        );
+        let request_counters = OPS
+            .iter()
+            .map(|op| ["ok", "error", "rejected"].map(|outcome| requests.with_label_values(&[op, outcome])))
+            .collect();
+        let durations = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "hstack_coord_request_duration_seconds",
+                    "Client request latency by kind (read, write)",
+                )
+                .buckets(lat.clone()),
+                &["kind"],
+            )
+            .expect("valid"),
+        );
         Self {
-            requests_total: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "hstack_coord_requests_total",
-                        "Client requests by operation and outcome",
-                    ),
-                    &["op", "outcome"],
-                )
-                .expect("valid"),
-            ),
-            request_duration_seconds: reg(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "hstack_coord_request_duration_seconds",
-                        "Client request latency by kind (read, write)",
-                    )
-                    .buckets(lat.clone()),
-                    &["kind"],
-                )
-                .expect("valid"),
-            ),
+            request_counters,
+            read_seconds: durations.with_label_values(&["read"]),
+            write_seconds: durations.with_label_values(&["write"]),
             txns_applied_total: reg(
                 r,
                 IntCounter::new(

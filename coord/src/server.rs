@@ -2,7 +2,7 @@
 //! commit and forwarding to the leader), session liveness and expiry, the
 //! container/TTL reaper, and the gRPC services.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::config::CoordConfig;
 use crate::error::{Code, CoordError};
+use crate::liveness::Liveness;
 use crate::logstore::LogStore;
 use crate::metrics::CoordMetrics;
 use crate::network::{
@@ -60,17 +61,6 @@ struct Proposal {
     reply: oneshot::Sender<Result<Committed, CoordError>>,
 }
 
-/// What the leader knows about session liveness.
-#[derive(Default)]
-struct Liveness {
-    /// Sessions heard from on this member since the last tick.
-    touched: HashSet<u64>,
-    /// Leader only: when each session expires unless heard from.
-    deadlines: HashMap<u64, Instant>,
-    /// Leader only: expiries proposed and not yet applied.
-    expiring: HashSet<u64>,
-}
-
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
@@ -105,7 +95,10 @@ impl Handle {
 /// Serves one tonic service on `listener` until `shutdown`.
 macro_rules! spawn_grpc {
     ($listener:expr, $svc:expr, $shutdown:expr, $what:literal) => {{
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new($listener);
+        // Accepted sockets get TCP_NODELAY: without it small replies wait on
+        // Nagle and delayed ACKs (tens of milliseconds).
+        let incoming = tonic::transport::server::TcpIncoming::from_listener($listener, true, None)
+            .map_err(|e| anyhow::anyhow!("cannot serve {}: {e}", $what))?;
         let shutdown = $shutdown;
         let svc = $svc;
         tokio::spawn(async move {
@@ -326,11 +319,11 @@ impl Node {
     }
 
     pub fn touch(&self, session: u64) {
-        self.liveness
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .touched
-            .insert(session);
+        self.liveness().touch(session);
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn status_rows(&self) -> (bool, Vec<(String, String)>) {
@@ -552,9 +545,7 @@ async fn leader_watch(node: Arc<Node>, shutdown: Shutdown) {
             let leader = m.state == ServerState::Leader;
             node.metrics.is_leader.set(leader as i64);
             if leader && !was_leader {
-                let mut l = node.liveness.lock().unwrap_or_else(|p| p.into_inner());
-                l.deadlines.clear();
-                l.expiring.clear();
+                node.liveness().became_leader();
             }
             was_leader = leader;
         }
@@ -575,10 +566,7 @@ async fn ticker(node: Arc<Node>, shutdown: Shutdown) {
             _ = interval.tick() => {}
             _ = shutdown.wait() => return,
         }
-        let touched: Vec<u64> = {
-            let mut l = node.liveness.lock().unwrap_or_else(|p| p.into_inner());
-            l.touched.drain().collect()
-        };
+        let touched = node.liveness().take_touched();
         if node.is_leader() {
             node.note_touches(&touched);
             node.expire_sessions();
@@ -610,11 +598,7 @@ impl Node {
                 .filter_map(|s| sm.tree.session(*s).map(|i| (*s, i.timeout_ms)))
                 .collect()
         };
-        let now = Instant::now();
-        let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-        for (s, t) in timeouts {
-            l.deadlines.insert(s, now + Duration::from_millis(t as u64));
-        }
+        self.liveness().renew(&timeouts, Instant::now());
     }
 
     fn expire_sessions(self: &Arc<Self>) {
@@ -625,23 +609,7 @@ impl Node {
             .sessions()
             .map(|(id, i)| (id, i.timeout_ms))
             .collect();
-        let now = Instant::now();
-        let mut due = Vec::new();
-        {
-            let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-            let live: HashSet<u64> = sessions.iter().map(|(id, _)| *id).collect();
-            l.deadlines.retain(|id, _| live.contains(id));
-            l.expiring.retain(|id| live.contains(id));
-            for (id, timeout) in sessions {
-                let deadline = *l
-                    .deadlines
-                    .entry(id)
-                    .or_insert(now + Duration::from_millis(timeout as u64));
-                if now > deadline && l.expiring.insert(id) {
-                    due.push(id);
-                }
-            }
-        }
+        let due = self.liveness().due(&sessions, Instant::now());
         for id in due {
             tracing::info!(session = format!("{id:#x}"), "session expired");
             let node = self.clone();
@@ -653,12 +621,7 @@ impl Node {
                     })
                     .await;
                 if !matches!(rx.await, Ok(Ok(_))) {
-                    // Try again next tick.
-                    node.liveness
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .expiring
-                        .remove(&id);
+                    node.liveness().expiry_failed(id);
                 }
             });
         }

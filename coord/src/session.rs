@@ -18,6 +18,7 @@ use pb::server_frame::Frame as Out;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Code, CoordError};
+use crate::metrics::{Outcome, OPS};
 use crate::path;
 use crate::server::{Committed, Node};
 use crate::tree::{Stat, MAX_DATA};
@@ -34,7 +35,7 @@ enum Pending {
     Ready(pb::ServerFrame),
     Write {
         xid: u64,
-        op: &'static str,
+        op: usize,
         started: Instant,
         rx: oneshot::Receiver<Result<Committed, CoordError>>,
     },
@@ -130,7 +131,11 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
             Some(In::Request(req)) => {
                 let closing = matches!(req.op, Some(Op::Close(_)));
                 if is_write(&req) {
-                    let _ = reads_rx.wait_for(|n| *n == 0).await;
+                    tokio::select! {
+                        _ = reads_rx.wait_for(|n| *n == 0) => {}
+                        // The client is gone (the responder stopped): so are we.
+                        _ = out.closed() => break,
+                    }
                 }
                 let pending = classify(&node, session_id, req).await;
                 if matches!(pending, Pending::Read { .. }) {
@@ -325,21 +330,26 @@ fn is_write(req: &pb::Request) -> bool {
     )
 }
 
-fn op_name(op: &Op) -> &'static str {
+/// The op's index in `metrics::OPS`.
+fn op_index(op: &Op) -> usize {
     match op {
-        Op::Create(_) => "create",
-        Op::Delete(_) => "delete",
-        Op::SetData(_) => "set_data",
-        Op::Check(_) => "check",
-        Op::GetData(_) => "get_data",
-        Op::Exists(_) => "exists",
-        Op::GetChildren(_) => "get_children",
-        Op::Multi(_) => "multi",
-        Op::Sync(_) => "sync",
-        Op::SetWatches(_) => "set_watches",
-        Op::AddWatch(_) => "add_watch",
-        Op::Close(_) => "close",
+        Op::Create(_) => 0,
+        Op::Delete(_) => 1,
+        Op::SetData(_) => 2,
+        Op::Check(_) => 3,
+        Op::GetData(_) => 4,
+        Op::Exists(_) => 5,
+        Op::GetChildren(_) => 6,
+        Op::Multi(_) => 7,
+        Op::Sync(_) => 8,
+        Op::SetWatches(_) => 9,
+        Op::AddWatch(_) => 10,
+        Op::Close(_) => 11,
     }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    OPS[op_index(op)]
 }
 
 async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
@@ -349,12 +359,9 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
         let e = CoordError::new(Code::BadArguments, "request without an operation");
         return Pending::Ready(frame(Out::Reply(error_reply(xid, 0, &e))));
     };
-    let name = op_name(op);
+    let op_idx = op_index(op);
     let reject = |e: CoordError| {
-        node.metrics
-            .requests_total
-            .with_label_values(&[name, "rejected"])
-            .inc();
+        node.metrics.count(op_idx, Outcome::Rejected);
         Pending::Ready(frame(Out::Reply(error_reply(xid, 0, &e))))
     };
     if node.sm.lock().tree.session(session_id).is_none() {
@@ -405,7 +412,7 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
     let rx = node.propose(txn).await;
     Pending::Write {
         xid,
-        op: name,
+        op: op_idx,
         started,
         rx,
     }
@@ -437,14 +444,10 @@ async fn respond(
                         error_reply(xid, 0, &CoordError::unavailable("member is shutting down"))
                     }
                 };
-                let outcome = if reply.code == 0 { "ok" } else { "error" };
+                let outcome = if reply.code == 0 { Outcome::Ok } else { Outcome::Error };
+                node.metrics.count(op, outcome);
                 node.metrics
-                    .requests_total
-                    .with_label_values(&[op, outcome])
-                    .inc();
-                node.metrics
-                    .request_duration_seconds
-                    .with_label_values(&["write"])
+                    .write_seconds
                     .observe(started.elapsed().as_secs_f64());
                 frame(Out::Reply(reply))
             }
@@ -454,8 +457,7 @@ async fn respond(
                 read(&node, session_id, req, &out).await;
                 reads.send_modify(|n| *n -= 1);
                 node.metrics
-                    .request_duration_seconds
-                    .with_label_values(&["read"])
+                    .read_seconds
                     .observe(started.elapsed().as_secs_f64());
                 continue;
             }
@@ -594,27 +596,21 @@ fn write_reply(xid: u64, c: Committed) -> pb::Reply {
 async fn read(node: &Node, session_id: u64, req: pb::Request, out: &Sink) {
     let xid = req.xid;
     let op = req.op.expect("classified as a read");
-    let name = op_name(&op);
+    let op_idx = op_index(&op);
     if req.linearizable || matches!(op, Op::Sync(_)) {
         if let Err(e) = node.sync().await {
-            node.metrics
-                .requests_total
-                .with_label_values(&[name, "error"])
-                .inc();
+            node.metrics.count(op_idx, Outcome::Error);
             let _ = out.send(frame(Out::Reply(error_reply(xid, 0, &e))));
             return;
         }
     }
     let mut sm = node.sm.lock();
     let reply = read_now(&mut sm, session_id, xid, op);
-    let outcome = if reply.code == 0 { "ok" } else { "error" };
+    let outcome = if reply.code == 0 { Outcome::Ok } else { Outcome::Error };
     let _ = out.send(frame(Out::Reply(reply)));
     node.metrics.watches.set(sm.watches.count() as i64);
     drop(sm);
-    node.metrics
-        .requests_total
-        .with_label_values(&[name, outcome])
-        .inc();
+    node.metrics.count(op_idx, outcome);
 }
 
 fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> pb::Reply {
