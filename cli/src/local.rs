@@ -194,6 +194,9 @@ async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
             .args(["--raft-addr", &format!("127.0.0.1:{raft}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(["--initial-members", &initial.join(",")])
+            // Members sharing this machine's cores: one runtime thread each
+            // (fewer context switches; see docs/benchmarks.md).
+            .args(["--worker-threads", "1"])
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -47,12 +47,39 @@ enum BenchCmd {
     Coord(zk::BenchCoordArgs),
 }
 
+/// What `main` runs once the runtime is up.
+enum Job {
+    Coord(Box<hstack_coord::CoordConfig>),
+    Zk(zk::ZkArgs),
+    Local(local::LocalArgs),
+    BenchCoord(zk::BenchCoordArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A daemon's configuration comes first: it sizes the runtime.
+    let job = match cli.cmd {
+        Cmd::Coord { common, flags } => match coord_config(&common, &flags) {
+            Ok(Some(cfg)) => Job::Coord(Box::new(cfg)),
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Cmd::Zk(args) => Job::Zk(args),
+        Cmd::Local(args) => Job::Local(args),
+        Cmd::Bench {
+            what: BenchCmd::Coord(args),
+        } => Job::BenchCoord(args),
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Job::Coord(cfg) = &job {
+        if cfg.worker_threads > 0 {
+            builder.worker_threads(cfg.worker_threads);
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -60,13 +87,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
-        match cli.cmd {
-            Cmd::Coord { common, flags } => run_coord(common, flags).await,
-            Cmd::Zk(args) => zk::run(args).await,
-            Cmd::Local(args) => local::run(args).await,
-            Cmd::Bench {
-                what: BenchCmd::Coord(args),
-            } => zk::bench(args).await,
+        match job {
+            Job::Coord(cfg) => run_coord(*cfg).await,
+            Job::Zk(args) => zk::run(args).await,
+            Job::Local(args) => local::run(args).await,
+            Job::BenchCoord(args) => zk::bench(args).await,
         }
     });
     match result {
@@ -78,16 +103,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_coord(common: CommonArgs, flags: hstack_coord::CoordFlags) -> anyhow::Result<()> {
+/// The layered, validated configuration; `None` when a flag asked only to
+/// print something (and it was printed).
+fn coord_config(
+    common: &CommonArgs,
+    flags: &hstack_coord::CoordFlags,
+) -> anyhow::Result<Option<hstack_coord::CoordConfig>> {
     let validate = |c: &hstack_coord::CoordConfig| c.validate().map_err(|e| e.message);
-    let cfg: hstack_coord::CoordConfig =
-        match hstack_daemon::layer_config(&common, "HSTACK_", &flags, validate)? {
-            ConfigOutcome::Exit(text) => {
-                print!("{text}");
-                return Ok(());
-            }
-            ConfigOutcome::Run(cfg) => cfg,
-        };
+    match hstack_daemon::layer_config(common, "HSTACK_", flags, validate)? {
+        ConfigOutcome::Exit(text) => {
+            print!("{text}");
+            Ok(None)
+        }
+        ConfigOutcome::Run(cfg) => Ok(Some(cfg)),
+    }
+}
+
+async fn run_coord(cfg: hstack_coord::CoordConfig) -> anyhow::Result<()> {
     let format = cfg.log_format.parse().map_err(anyhow::Error::msg)?;
     hstack_daemon::init_tracing(format, &cfg.log_level);
     hstack_daemon::install_abort_on_panic();

@@ -185,7 +185,12 @@ fn fmt_time(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, sec, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{sec:02}.{milli:03} UTC")
 }
 
@@ -194,8 +199,14 @@ mod tests {
     #[test]
     fn formats_times() {
         assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00.000 UTC");
-        assert_eq!(super::fmt_time(1_795_242_256_849), "2026-11-21 06:24:16.849 UTC");
-        assert_eq!(super::fmt_time(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+        assert_eq!(
+            super::fmt_time(1_795_242_256_849),
+            "2026-11-21 06:24:16.849 UTC"
+        );
+        assert_eq!(
+            super::fmt_time(951_782_400_000),
+            "2000-02-29 00:00:00.000 UTC"
+        );
     }
 }
 
@@ -477,7 +488,11 @@ async fn members(args: &ZkArgs) -> anyhow::Result<()> {
     let mut r = hstack_coord::members(&args.endpoints.coord_members()?).await?;
     // Ask every member for its own state: role and last applied index.
     for m in &mut r.members {
-        let own = tokio::time::timeout(Duration::from_secs(2), hstack_coord::members_of(&m.client_addr)).await;
+        let own = tokio::time::timeout(
+            Duration::from_secs(2),
+            hstack_coord::members_of(&m.client_addr),
+        )
+        .await;
         match own {
             Ok(Ok(o)) => {
                 m.last_index = o.last_applied;

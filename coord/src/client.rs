@@ -441,7 +441,10 @@ impl Client {
             })
             .sum();
         if total > 3 * crate::tree::MAX_DATA {
-            return Err(CoordError::new(Code::BadArguments, format!("a multi of {total} bytes of data is too large")));
+            return Err(CoordError::new(
+                Code::BadArguments,
+                format!("a multi of {total} bytes of data is too large"),
+            ));
         }
         for o in &ops {
             if let MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } = o {
@@ -534,7 +537,11 @@ fn check_size(data: &[u8]) -> Result<()> {
     if data.len() > crate::tree::MAX_DATA {
         return Err(CoordError::new(
             Code::BadArguments,
-            format!("data is {} bytes; the limit is {}", data.len(), crate::tree::MAX_DATA),
+            format!(
+                "data is {} bytes; the limit is {}",
+                data.len(),
+                crate::tree::MAX_DATA
+            ),
         ));
     }
     Ok(())

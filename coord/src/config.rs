@@ -44,6 +44,12 @@ pub struct CoordConfig {
     pub keep_logs: u64,
     /// Most transactions in one Raft entry (group commit).
     pub max_batch: usize,
+    /// Raft entries this member's proposer keeps in flight (uncommitted)
+    /// at once; proposals arriving meanwhile form the next, larger entry.
+    pub max_inflight_batches: usize,
+    /// Runtime worker threads; 0 = one per core. Members that share a
+    /// machine (a local cluster) run best with 1 each.
+    pub worker_threads: usize,
     pub log_format: String,
     pub log_level: String,
 }
@@ -67,6 +73,8 @@ impl Default for CoordConfig {
             snapshot_logs: 20_000,
             keep_logs: 2_000,
             max_batch: 2048,
+            max_inflight_batches: 4,
+            worker_threads: 0,
             log_format: "human".into(),
             log_level: "info,openraft=warn".into(),
         }
@@ -115,6 +123,12 @@ pub struct CoordFlags {
     pub keep_logs: Option<u64>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_inflight_batches: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,8 +169,8 @@ impl CoordConfig {
                 "need 2 * tick_ms <= min_session_timeout_ms <= max_session_timeout_ms".into(),
             );
         }
-        if self.max_batch == 0 || self.snapshot_logs == 0 {
-            return bad("max_batch and snapshot_logs must be > 0".into());
+        if self.max_batch == 0 || self.snapshot_logs == 0 || self.max_inflight_batches == 0 {
+            return bad("max_batch, max_inflight_batches and snapshot_logs must be > 0".into());
         }
         if !["human", "json"].contains(&self.log_format.as_str()) {
             return bad(format!(

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod forward;
 mod liveness;
 mod logstore;
 mod metrics;

@@ -29,7 +29,8 @@ impl Liveness {
     /// Leader: these sessions (with their timeouts) were heard from at `now`.
     pub fn renew(&mut self, sessions: &[(u64, u32)], now: Instant) {
         for (s, timeout_ms) in sessions {
-            self.deadlines.insert(*s, now + Duration::from_millis(*timeout_ms as u64));
+            self.deadlines
+                .insert(*s, now + Duration::from_millis(*timeout_ms as u64));
         }
     }
 
@@ -48,8 +49,10 @@ impl Liveness {
         self.expiring.retain(|id| open.contains(id));
         let mut due = Vec::new();
         for (id, timeout_ms) in sessions {
-            let deadline =
-                *self.deadlines.entry(*id).or_insert(now + Duration::from_millis(*timeout_ms as u64));
+            let deadline = *self
+                .deadlines
+                .entry(*id)
+                .or_insert(now + Duration::from_millis(*timeout_ms as u64));
             if now > deadline && self.expiring.insert(*id) {
                 due.push(*id);
             }

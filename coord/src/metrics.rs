@@ -48,6 +48,10 @@ pub struct CoordMetrics {
     pub raft_term: IntGauge,
     pub is_leader: IntGauge,
     pub leader_changes_total: IntCounter,
+    /// Round trip of Raft RPCs this member sent, by kind (append, vote, snapshot).
+    pub peer_rpc_seconds: HistogramVec,
+    /// Time this member spent handling Raft RPCs it received, by kind.
+    pub peer_handle_seconds: HistogramVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -70,14 +74,20 @@ impl CoordMetrics {
         let requests = reg(
             r,
             IntCounterVec::new(
-                Opts::new("hstack_coord_requests_total", "Client requests by operation and outcome"),
+                Opts::new(
+                    "hstack_coord_requests_total",
+                    "Client requests by operation and outcome",
+                ),
                 &["op", "outcome"],
             )
             .expect("valid"),
         );
         let request_counters = OPS
             .iter()
-            .map(|op| ["ok", "error", "rejected"].map(|outcome| requests.with_label_values(&[op, outcome])))
+            .map(|op| {
+                ["ok", "error", "rejected"]
+                    .map(|outcome| requests.with_label_values(&[op, outcome]))
+            })
             .collect();
         let durations = reg(
             r,
@@ -91,7 +101,33 @@ impl CoordMetrics {
             )
             .expect("valid"),
         );
+        let peer_rpc_seconds = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "hstack_coord_peer_rpc_seconds",
+                    "Round trip of Raft RPCs sent, by kind",
+                )
+                .buckets(lat.clone()),
+                &["kind"],
+            )
+            .expect("valid"),
+        );
+        let peer_handle_seconds = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "hstack_coord_peer_handle_seconds",
+                    "Time spent handling Raft RPCs received, by kind",
+                )
+                .buckets(lat.clone()),
+                &["kind"],
+            )
+            .expect("valid"),
+        );
         Self {
+            peer_rpc_seconds,
+            peer_handle_seconds,
             request_counters,
             read_seconds: durations.with_label_values(&["read"]),
             write_seconds: durations.with_label_values(&["write"]),

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CoordError;
-use crate::types::{Applied, MemberNode, NodeId, Txn, TypeConfig};
+use crate::metrics::CoordMetrics;
+use crate::types::{MemberNode, NodeId, TypeConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -29,7 +30,6 @@ pub enum PeerKind {
     Append = 1,
     Vote = 2,
     Snapshot = 3,
-    Forward = 4,
     Touch = 5,
     ReadIndex = 6,
 }
@@ -40,21 +40,12 @@ impl PeerKind {
             1 => Self::Append,
             2 => Self::Vote,
             3 => Self::Snapshot,
-            4 => Self::Forward,
             5 => Self::Touch,
             6 => Self::ReadIndex,
             _ => return None,
         })
     }
 }
-
-#[derive(Serialize, Deserialize)]
-pub struct ForwardRequest {
-    pub txns: Vec<Txn>,
-}
-
-/// The log index the batch was committed at and each transaction's result.
-pub type ForwardReply = Result<(u64, Vec<Applied>), CoordError>;
 
 #[derive(Serialize, Deserialize)]
 pub struct TouchRequest {
@@ -101,6 +92,25 @@ impl Peers {
         Ok(ch)
     }
 
+    /// Opens a `Pipe` stream to `addr`.
+    pub async fn open_pipe(&self, addr: &str) -> Result<Pipe, CallError> {
+        let mut client = CoordPeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let inbound = client
+            .pipe(outbound)
+            .await
+            .map_err(|s| status_error(addr, s))?
+            .into_inner();
+        Ok(Pipe {
+            addr: addr.to_string(),
+            tx,
+            inbound: tokio::sync::Mutex::new(inbound),
+        })
+    }
+
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -122,35 +132,94 @@ impl Peers {
                 addr: addr.to_string(),
                 timeout,
             })?
-            .map_err(|s| {
-                let message = s.message().to_string();
-                // tonic reports a failed connect as Unavailable with this text;
-                // it is the only case where we know nothing was sent.
-                if s.code() == tonic::Code::Unavailable && message.contains("connect error") {
-                    CallError::Connect {
-                        addr: addr.to_string(),
-                        message,
-                    }
-                } else {
-                    CallError::Unreachable {
-                        addr: addr.to_string(),
-                        message,
-                    }
-                }
-            })?;
+            .map_err(|s| status_error(addr, s))?;
         bincode::deserialize(&resp.into_inner().payload)
             .map_err(|e| CallError::Codec(e.to_string()))
     }
 }
 
+fn status_error(addr: &str, s: tonic::Status) -> CallError {
+    let message = s.message().to_string();
+    // tonic reports a failed connect as Unavailable with this text; it is
+    // the only case where we know nothing was sent.
+    if s.code() == tonic::Code::Unavailable && message.contains("connect error") {
+        CallError::Connect {
+            addr: addr.to_string(),
+            message,
+        }
+    } else {
+        CallError::Unreachable {
+            addr: addr.to_string(),
+            message,
+        }
+    }
+}
+
+/// A long-lived stream to one peer: one call at a time, replies in order.
+pub struct Pipe {
+    addr: String,
+    tx: tokio::sync::mpsc::UnboundedSender<PeerMessage>,
+    // A Mutex only to make the stream Sync (openraft wants a Sync network);
+    // there is never contention: one call at a time.
+    inbound: tokio::sync::Mutex<tonic::Streaming<PeerMessage>>,
+}
+
+impl Pipe {
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: PeerKind,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let addr = self.addr.clone();
+        let payload = bincode::serialize(req).map_err(|e| CallError::Codec(e.to_string()))?;
+        let gone = |message: &str| CallError::Unreachable {
+            addr: addr.clone(),
+            message: message.to_string(),
+        };
+        self.tx
+            .send(PeerMessage {
+                kind: kind as u32,
+                payload,
+            })
+            .map_err(|_| gone("stream closed"))?;
+        let mut inbound = self.inbound.lock().await;
+        let msg = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| CallError::Timeout {
+                addr: addr.clone(),
+                timeout,
+            })?
+            .map_err(|s| status_error(&addr, s))?
+            .ok_or_else(|| gone("stream ended"))?;
+        bincode::deserialize(&msg.payload).map_err(|e| CallError::Codec(e.to_string()))
+    }
+}
+
 pub struct Network {
     pub peers: Peers,
+    pub metrics: CoordMetrics,
 }
 
 pub struct Conn {
     target: NodeId,
     addr: String,
     peers: Peers,
+    metrics: CoordMetrics,
+    /// AppendEntries go down this stream (reopened after any failure).
+    pipe: Option<Pipe>,
+}
+
+impl PeerKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Append => "append",
+            PeerKind::Vote => "vote",
+            PeerKind::Snapshot => "snapshot",
+            PeerKind::Touch => "touch",
+            PeerKind::ReadIndex => "read_index",
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -161,13 +230,37 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.raft_addr.clone(),
             peers: self.peers.clone(),
+            metrics: self.metrics.clone(),
+            pipe: None,
         }
     }
 }
 
 impl Conn {
+    /// AppendEntries on the pipe, the rest as unary calls.
+    async fn transport<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: PeerKind,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        if kind != PeerKind::Append {
+            return self.peers.call(&self.addr, kind, req, timeout).await;
+        }
+        if self.pipe.is_none() {
+            self.pipe = Some(self.peers.open_pipe(&self.addr).await?);
+        }
+        let pipe = self.pipe.as_mut().expect("opened above");
+        let r = pipe.call(kind, req, timeout).await;
+        if r.is_err() {
+            // Its reply may still arrive later: never reuse the stream.
+            self.pipe = None;
+        }
+        r
+    }
+
     async fn raft_call<Req, Resp, E>(
-        &self,
+        &mut self,
         kind: PeerKind,
         req: &Req,
         option: &RPCOption,
@@ -177,16 +270,19 @@ impl Conn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
-            .peers
-            .call(&self.addr, kind, req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                CallError::Unreachable { .. } | CallError::Connect { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let started = std::time::Instant::now();
+        let reply: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
+            self.transport(kind, req, option.hard_ttl()).await;
+        self.metrics
+            .peer_rpc_seconds
+            .with_label_values(&[kind.label()])
+            .observe(started.elapsed().as_secs_f64());
+        let reply = reply.map_err(|e| match e {
+            CallError::Unreachable { .. } | CallError::Connect { .. } => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -17,14 +17,13 @@ use tracing::Instrument;
 
 use crate::config::CoordConfig;
 use crate::error::{Code, CoordError};
+use crate::forward::{distribute, ForwardResult, Forwarder, Replies};
 use crate::liveness::Liveness;
 use crate::logstore::LogStore;
 use crate::metrics::CoordMetrics;
-use crate::network::{
-    CallError, ForwardReply, ForwardRequest, Network, PeerKind, Peers, ReadIndexReply, TouchRequest,
-};
+use crate::network::{Network, PeerKind, Peers, ReadIndexReply, TouchRequest};
 use crate::sm::{SmShared, StateMachine};
-use crate::types::{Applied, Batch, MemberNode, NodeId, Raft, Txn};
+use crate::types::{Applied, Batch, MemberNode, NodeId, Raft, Txn, TypeConfig};
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A Raft entry stops growing past this many bytes of data.
@@ -174,6 +173,7 @@ pub async fn run(
         raft_cfg,
         Network {
             peers: peers.clone(),
+            metrics: metrics.clone(),
         },
         log_store,
         sm,
@@ -416,8 +416,13 @@ fn not_leader(message: String) -> CoordError {
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> CoordError {
     match e {
+        // The entry may already be in the log and be committed by the next
+        // leader: its fate is unknown, unlike a refusal before submitting.
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            not_leader(format!("leadership moved (leader now {:?})", f.leader_id))
+            CoordError::unavailable(format!(
+                "leadership moved (leader now {:?}); the write may or may not have been applied",
+                f.leader_id
+            ))
         }
         other => CoordError::unavailable(other.to_string()),
     }
@@ -431,10 +436,18 @@ fn now_ms() -> i64 {
 }
 
 /// Group commit: every proposal waiting goes into one Raft entry. On the
-/// leader entries are pipelined; a follower forwards one batch at a time, so
-/// a session's writes keep their order.
+/// leader entries are pipelined into Raft; a follower pipelines them down
+/// one ordered stream to the leader. Either way a session's writes keep
+/// their order.
 async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::Receiver<Proposal>) {
+    let mut fwd: Option<Forwarder> = None;
+    let slots = Arc::new(tokio::sync::Semaphore::new(node.cfg.max_inflight_batches));
     while let Some(first) = rx.recv().await {
+        // Wait for an in-flight slot first: what arrives meanwhile joins
+        // this batch.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut bytes = txn_bytes(&first.txn);
         let mut batch = vec![first];
         while batch.len() < node.cfg.max_batch && bytes < MAX_BATCH_BYTES {
@@ -449,17 +462,26 @@ async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::Receiver<Proposal>) {
         node.metrics.proposal_batch_txns.observe(batch.len() as f64);
         let (txns, replies): (Vec<Txn>, Vec<_>) =
             batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
-        submit(&node, txns, replies).await;
+        submit(&node, &mut fwd, permit, txns, replies).await;
     }
 }
 
-/// Submits one batch. While no leader is known, or the leader answers that
-/// it is not (so nothing was applied), the batch is retried here, ahead of
-/// every later proposal, so a session's writes keep their order.
-async fn submit(node: &Arc<Node>, txns: Vec<Txn>, replies: Replies) {
+/// Submits one batch. On the leader it goes straight to Raft; on a follower,
+/// down the forward stream to the leader. While no leader is known or
+/// reachable the batch waits here (up to LEADER_WAIT), ahead of every later
+/// proposal, so a session's writes keep their order.
+async fn submit(
+    node: &Arc<Node>,
+    fwd: &mut Option<Forwarder>,
+    mut permit: tokio::sync::OwnedSemaphorePermit,
+    txns: Vec<Txn>,
+    mut replies: Replies,
+) {
     let deadline = Instant::now() + LEADER_WAIT;
+    let mut last_err = String::new();
     loop {
         if node.is_leader() {
+            *fwd = None;
             let entry = Batch {
                 time_ms: now_ms(),
                 txns,
@@ -467,61 +489,60 @@ async fn submit(node: &Arc<Node>, txns: Vec<Txn>, replies: Replies) {
             match node.raft.client_write_ff(entry).await {
                 Ok(rx) => {
                     tokio::spawn(async move {
-                        let res = match rx.await {
-                            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-                            Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
-                            Err(_) => Err(CoordError::unavailable("raft stopped")),
-                        };
-                        distribute(replies, res);
+                        distribute(replies, await_commit(rx).await);
+                        drop(permit);
                     });
                 }
                 Err(e) => distribute(replies, Err(CoordError::unavailable(e.to_string()))),
             }
             return;
         }
-        let res = match node.leader() {
-            Some((_, leader)) => {
-                let req = ForwardRequest { txns: txns.clone() };
-                let res: Result<ForwardReply, _> = node
-                    .peers
-                    .call(&leader.raft_addr, PeerKind::Forward, &req, FORWARD_TIMEOUT)
-                    .await;
-                match res {
-                    Ok(r) => r,
-                    // Never delivered: as good as "not the leader" (it is likely dead).
-                    Err(e @ CallError::Connect { .. }) => {
-                        Err(not_leader(format!("leader unreachable: {e}")))
+        if let Some((id, leader)) = node.leader() {
+            if fwd.as_ref().is_none_or(|f| f.leader != id || f.is_broken()) {
+                *fwd = match Forwarder::open(id, &leader.raft_addr).await {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        last_err = e;
+                        None
                     }
-                    Err(e) => Err(CoordError::unavailable(format!(
-                        "forwarding to the leader failed: {e}"
-                    ))),
+                };
+            }
+            if let Some(f) = fwd.as_mut() {
+                match f.send(&txns, replies, permit) {
+                    Ok(()) => return,
+                    // Not sent: the stream is gone. Try again with a new one.
+                    Err(back) => {
+                        (replies, permit) = back;
+                        *fwd = None;
+                    }
                 }
             }
-            None => Err(not_leader("no leader elected yet".into())),
-        };
-        match res {
-            Err(e) if e.code == Code::NotLeader && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            res => return distribute(replies, res),
+        } else {
+            last_err = "no leader elected yet".into();
         }
+        if Instant::now() > deadline {
+            // Nothing was sent: certainly not applied.
+            return distribute(
+                replies,
+                Err(not_leader(format!("no reachable leader: {last_err}"))),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-type Replies = Vec<oneshot::Sender<Result<Committed, CoordError>>>;
+type CommitRx = oneshot::Receiver<
+    Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, MemberNode>>,
+>;
 
-fn distribute(replies: Replies, res: Result<(u64, Vec<Applied>), CoordError>) {
-    match res {
-        Ok((index, applied)) => {
-            for (reply, applied) in replies.into_iter().zip(applied) {
-                let _ = reply.send(Ok(Committed { index, applied }));
-            }
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
+/// Waits for a batch this leader handed to Raft to be committed and applied.
+async fn await_commit(rx: CommitRx) -> Result<(u64, Vec<Applied>), CoordError> {
+    match rx.await {
+        Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
+        Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
+        Err(_) => Err(CoordError::unavailable(
+            "raft stopped; the write may or may not have been applied",
+        )),
     }
 }
 
@@ -827,31 +848,136 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
 
 #[tonic::async_trait]
 impl pb::coord_peer_server::CoordPeer for PeerService {
+    type ForwardStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PeerMessage, Status>> + Send>>;
+
+    type PipeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PeerMessage, Status>> + Send>>;
+
+    /// Calls on one stream, handled one at a time, answered in order.
+    async fn pipe(
+        &self,
+        req: Request<tonic::Streaming<pb::PeerMessage>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        let mut inbound = req.into_inner();
+        let me = PeerService {
+            node: self.node.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Result<pb::PeerMessage, Status>>();
+        tokio::spawn(
+            async move {
+                while let Some(Ok(msg)) = futures::StreamExt::next(&mut inbound).await {
+                    let kind = PeerKind::from_u32(msg.kind);
+                    let started = std::time::Instant::now();
+                    let res = me.handle(kind, msg).await;
+                    if let Some(k) = kind {
+                        me.node
+                            .metrics
+                            .peer_handle_seconds
+                            .with_label_values(&[k.label()])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    let failed = res.is_err();
+                    if tx.send(res.map(Response::into_inner)).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
+    }
+
+    /// A follower's forwarded batches: handed to Raft in arrival order
+    /// (which is the follower's order), answered as each commits.
+    async fn forward(
+        &self,
+        req: Request<tonic::Streaming<pb::PeerMessage>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let mut inbound = req.into_inner();
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::unbounded_channel::<Result<pb::PeerMessage, Status>>();
+        tokio::spawn(
+            async move {
+                let send = |tx: &mpsc::UnboundedSender<Result<pb::PeerMessage, Status>>,
+                            r: ForwardResult| {
+                    if let Ok(payload) = bincode::serialize(&r) {
+                        let _ = tx.send(Ok(pb::PeerMessage { kind: 0, payload }));
+                    }
+                };
+                while let Some(Ok(msg)) = futures::StreamExt::next(&mut inbound).await {
+                    let Ok((seq, txns)) = bincode::deserialize::<(u64, Vec<Txn>)>(&msg.payload)
+                    else {
+                        tracing::warn!("dropping a forward stream with an undecodable batch");
+                        return;
+                    };
+                    if !node.is_leader() {
+                        // Refused before submitting: certainly not applied.
+                        let results = txns
+                            .iter()
+                            .map(|_| Err(not_leader("not the leader".into())))
+                            .collect();
+                        send(&tx, ForwardResult { seq, results });
+                        continue;
+                    }
+                    // Into this leader's own proposer, in order: forwarded and
+                    // local transactions share entries (fewer, larger ones).
+                    let mut waits = Vec::with_capacity(txns.len());
+                    for txn in txns {
+                        waits.push(node.propose(txn).await);
+                    }
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut results = Vec::with_capacity(waits.len());
+                        for w in waits {
+                            results.push(match w.await {
+                                Ok(r) => r.map(|c| (c.index, c.applied)),
+                                Err(_) => Err(CoordError::unavailable("member is shutting down")),
+                            });
+                        }
+                        send(&tx, ForwardResult { seq, results });
+                    });
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
+    }
+
     async fn call(
         &self,
         req: Request<pb::PeerMessage>,
     ) -> Result<Response<pb::PeerMessage>, Status> {
         let msg = req.into_inner();
+        let kind = PeerKind::from_u32(msg.kind);
+        let started = std::time::Instant::now();
+        let res = self.handle(kind, msg).await;
+        if let Some(k) = kind {
+            self.node
+                .metrics
+                .peer_handle_seconds
+                .with_label_values(&[k.label()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        res
+    }
+}
+
+impl PeerService {
+    async fn handle(
+        &self,
+        kind: Option<PeerKind>,
+        msg: pb::PeerMessage,
+    ) -> Result<Response<pb::PeerMessage>, Status> {
         let raft = &self.node.raft;
-        match PeerKind::from_u32(msg.kind) {
+        match kind {
             Some(PeerKind::Append) => encode(&raft.append_entries(decode(&msg.payload)?).await),
             Some(PeerKind::Vote) => encode(&raft.vote(decode(&msg.payload)?).await),
             Some(PeerKind::Snapshot) => encode(&raft.install_snapshot(decode(&msg.payload)?).await),
-            Some(PeerKind::Forward) => {
-                let req: ForwardRequest = decode(&msg.payload)?;
-                let reply: ForwardReply = if self.node.is_leader() {
-                    raft.client_write(Batch {
-                        time_ms: now_ms(),
-                        txns: req.txns,
-                    })
-                    .await
-                    .map(|r| (r.log_id.index, r.data))
-                    .map_err(write_error)
-                } else {
-                    Err(not_leader("not the leader".into()))
-                };
-                encode(&reply)
-            }
             Some(PeerKind::Touch) => {
                 let req: TouchRequest = decode(&msg.payload)?;
                 if self.node.is_leader() {

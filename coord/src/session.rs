@@ -425,6 +425,11 @@ async fn respond(
     out: Sink,
     reads: watch::Sender<usize>,
 ) {
+    // The log index of this session's latest committed write. A write is
+    // answered once the leader commits it; the session's next read waits
+    // until this member has applied it (read-your-writes, and the write's
+    // watch events before that read's reply).
+    let mut floor = 0u64;
     while let Some(p) = rx.recv().await {
         let f = match p {
             Pending::Ready(f) => f,
@@ -436,7 +441,7 @@ async fn respond(
             } => {
                 let reply = match rx.await {
                     Ok(Ok(c)) => {
-                        node.sm.wait_applied(c.index).await;
+                        floor = floor.max(c.index);
                         write_reply(xid, c)
                     }
                     Ok(Err(e)) => error_reply(xid, 0, &e),
@@ -444,7 +449,11 @@ async fn respond(
                         error_reply(xid, 0, &CoordError::unavailable("member is shutting down"))
                     }
                 };
-                let outcome = if reply.code == 0 { Outcome::Ok } else { Outcome::Error };
+                let outcome = if reply.code == 0 {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                };
                 node.metrics.count(op, outcome);
                 node.metrics
                     .write_seconds
@@ -452,6 +461,7 @@ async fn respond(
                 frame(Out::Reply(reply))
             }
             Pending::Read { req, started } => {
+                node.sm.wait_applied(floor).await;
                 // Sent under the state-machine lock: no event for a watch this
                 // read sets can overtake its reply.
                 read(&node, session_id, req, &out).await;
@@ -606,7 +616,11 @@ async fn read(node: &Node, session_id: u64, req: pb::Request, out: &Sink) {
     }
     let mut sm = node.sm.lock();
     let reply = read_now(&mut sm, session_id, xid, op);
-    let outcome = if reply.code == 0 { Outcome::Ok } else { Outcome::Error };
+    let outcome = if reply.code == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    };
     let _ = out.send(frame(Out::Reply(reply)));
     node.metrics.watches.set(sm.watches.count() as i64);
     drop(sm);

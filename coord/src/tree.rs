@@ -30,6 +30,7 @@ pub struct Stat {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Znode {
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
     stat: Stat,
     kind: CreateKind,

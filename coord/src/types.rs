@@ -69,6 +69,7 @@ pub enum CreateKind {
 pub enum WriteOp {
     Create {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         kind: CreateKind,
         sequential: bool,
@@ -79,6 +80,7 @@ pub enum WriteOp {
     },
     SetData {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         version: i32,
     },

@@ -262,6 +262,19 @@ impl CoordEnsemble {
         Ok(addrs)
     }
 
+    /// A test that kills or pauses members expects the others to log that
+    /// they cannot reach it.
+    pub fn expect_member_failures(&mut self) {
+        for pattern in [
+            "Unreachable node",
+            "did not answer within",
+            "timeout after",
+            "cannot connect to peer",
+        ] {
+            self.allowed_errors.push(pattern.to_string());
+        }
+    }
+
     pub fn node(&mut self, id: u64) -> &mut Proc {
         self.nodes
             .iter_mut()

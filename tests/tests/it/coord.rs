@@ -390,10 +390,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .create("/short", b"", CreateMode::Ephemeral)
         .await
         .unwrap();
-    ens.allowed_errors.extend([
-        "did not answer within".to_string(),
-        "Unreachable node".to_string(),
-    ]);
+    ens.expect_member_failures();
     ens.node(follower).pause();
     wait_for(
         "the silent session to expire",

@@ -89,7 +89,7 @@ async fn kill_leader_under_load_loses_no_acknowledged_write() {
     ens.node(leader).kill9();
     let t0 = Instant::now();
     *killed_at.lock().unwrap() = Some(t0);
-    ens.allowed_errors.push("Unreachable node".into());
+    ens.expect_member_failures();
     // wait for writes acknowledged after the kill
     let recovered = wait_for(
         "writes after the leader was killed",
@@ -138,7 +138,7 @@ async fn member_kept_down_catches_up_from_a_snapshot() {
     let mut ens = CoordEnsemble::start(3, &["--snapshot-logs", "50", "--keep-logs", "5"])
         .await
         .unwrap();
-    ens.allowed_errors.push("Unreachable node".into());
+    ens.expect_member_failures();
     let leader = ens.wait_leader(Duration::from_secs(5)).await.unwrap();
     let down = (1..=3).find(|i| *i != leader).unwrap();
     ens.node(down).kill9();
@@ -203,7 +203,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_keeps_session_and_ephemerals_when_its_member_dies() {
     let mut ens = CoordEnsemble::start(3, &[]).await.unwrap();
-    ens.allowed_errors.push("Unreachable node".into());
+    ens.expect_member_failures();
     let c = ens.client_on(1, Duration::from_secs(4)).await.unwrap();
     assert_eq!(c.member_id(), 1);
     let sid = c.session_id();
