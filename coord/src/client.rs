@@ -332,6 +332,7 @@ impl Client {
         data: &[u8],
         mode: CreateMode,
     ) -> Result<(String, Stat)> {
+        check_size(data)?;
         let (m, ttl_ms) = mode.to_pb();
         let r = self
             .call(Op::Create(pb::Create {

@@ -8,8 +8,9 @@
 //! flight fails as `Unavailable` (it may or may not have been applied).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hstack_proto::coord as pb;
@@ -33,7 +34,8 @@ pub struct ForwardResult {
 
 pub type Replies = Vec<tokio::sync::oneshot::Sender<Result<Committed, CoordError>>>;
 
-type Pending = Arc<Mutex<HashMap<u64, (Replies, OwnedSemaphorePermit)>>>;
+/// In flight: seq -> (waiters, slot, when sent).
+type Pending = Arc<Mutex<HashMap<u64, (Replies, OwnedSemaphorePermit, Instant)>>>;
 
 /// Sends each transaction's result, or the error, to its waiter.
 pub fn distribute(replies: Replies, res: Result<(u64, Vec<Applied>), CoordError>) {
@@ -51,10 +53,16 @@ pub fn distribute(replies: Replies, res: Result<(u64, Vec<Applied>), CoordError>
     }
 }
 
+/// A forwarded batch unanswered this long means the leader is stuck: the
+/// stream is dropped and its batches fail (their fate unknown).
+const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+
 pub struct Forwarder {
     pub leader: NodeId,
     tx: mpsc::UnboundedSender<pb::PeerMessage>,
     pending: Pending,
+    /// Set when the reply stream is gone.
+    broken: Arc<AtomicBool>,
     next_seq: u64,
 }
 
@@ -65,6 +73,8 @@ impl Forwarder {
         let ep = Endpoint::from_shared(format!("http://{raft_addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(500))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         let channel = ep
             .connect()
@@ -86,17 +96,19 @@ impl Forwarder {
             })?
             .into_inner();
         let pending: Pending = Arc::default();
-        tokio::spawn(read_replies(inbound, pending.clone()));
+        let broken = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_replies(inbound, pending.clone(), broken.clone()));
         Ok(Self {
             leader,
             tx,
             pending,
+            broken,
             next_seq: 0,
         })
     }
 
     pub fn is_broken(&self) -> bool {
-        self.tx.is_closed()
+        self.tx.is_closed() || self.broken.load(Ordering::Acquire)
     }
 
     /// Sends one batch; `permit` (its in-flight slot) is released when the
@@ -123,10 +135,17 @@ impl Forwarder {
                 return Ok(());
             }
         };
-        lock(&self.pending).insert(seq, (replies, permit));
+        lock(&self.pending).insert(seq, (replies, permit, Instant::now()));
         if self.tx.send(pb::PeerMessage { kind: 0, payload }).is_err() {
-            let back = lock(&self.pending).remove(&seq).expect("inserted above");
-            return Err(back);
+            let (replies, permit, _) = lock(&self.pending).remove(&seq).expect("inserted above");
+            return Err((replies, permit));
+        }
+        // The reply reader may have given up just before the insert: then no
+        // one would ever answer this batch.
+        if self.broken.load(Ordering::Acquire) {
+            if let Some((replies, _, _)) = lock(&self.pending).remove(&seq) {
+                distribute(replies, Err(CoordError::unavailable(LOST)));
+            }
         }
         Ok(())
     }
@@ -136,26 +155,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn read_replies(mut inbound: tonic::Streaming<pb::PeerMessage>, pending: Pending) {
-    while let Some(Ok(msg)) = inbound.next().await {
+const LOST: &str = "the connection to the leader broke; the write may or may not have been applied";
+
+async fn read_replies(
+    mut inbound: tonic::Streaming<pb::PeerMessage>,
+    pending: Pending,
+    broken: Arc<AtomicBool>,
+) {
+    loop {
+        let next = match tokio::time::timeout(Duration::from_secs(1), inbound.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                let oldest = lock(&pending).values().map(|(_, _, sent)| *sent).min();
+                if oldest.is_some_and(|t| t.elapsed() > REPLY_DEADLINE) {
+                    tracing::warn!("the leader did not answer a forwarded batch within {REPLY_DEADLINE:?}; dropping the stream");
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(msg)) = next else { break };
         let Ok(r) = bincode::deserialize::<ForwardResult>(&msg.payload) else {
             break;
         };
         let entry = lock(&pending).remove(&r.seq);
-        if let Some((replies, _permit)) = entry {
+        if let Some((replies, _permit, _)) = entry {
             for (reply, res) in replies.into_iter().zip(r.results) {
                 let _ = reply.send(res.map(|(index, applied)| Committed { index, applied }));
             }
         }
     }
     // The stream is gone: whatever was in flight has an unknown fate.
+    broken.store(true, Ordering::Release);
     let lost: Vec<_> = lock(&pending).drain().collect();
-    for (_, (replies, _)) in lost {
-        distribute(
-            replies,
-            Err(CoordError::unavailable(
-                "the connection to the leader broke; the write may or may not have been applied",
-            )),
-        );
+    for (_, (replies, _, _)) in lost {
+        distribute(replies, Err(CoordError::unavailable(LOST)));
     }
 }

@@ -49,8 +49,11 @@ async fn enqueue(client: &Client, dir: &str, prefix: &str, data: &[u8]) -> Resul
             token: stat.czxid,
         }),
         Err(e) if e.retryable() => {
-            // The create may have applied before the connection dropped: find
-            // our own node by its owner instead of creating a second one.
+            // The create may have applied (or may still commit, if it was in
+            // the log of a deposed leader): once a sync has gone through the
+            // current leader, it is either there or gone for good. Find our
+            // own node by its owner instead of creating a second one.
+            client.sync(dir).await?;
             let me = client.session_id();
             for name in client.get_children(dir, false).await? {
                 let path = format!("{dir}/{name}");

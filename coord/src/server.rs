@@ -58,6 +58,11 @@ pub struct Committed {
 struct Proposal {
     txn: Txn,
     reply: oneshot::Sender<Result<Committed, CoordError>>,
+    /// Forwarded to us as leader by a follower. If we are no longer leader
+    /// when its batch goes out, it fails instead of travelling on: the
+    /// follower sends its later writes to the new leader directly, and a
+    /// re-forwarded one could land after them.
+    forwarded: bool,
 }
 
 pub struct Node {
@@ -270,8 +275,24 @@ impl Node {
     /// Queues a transaction; the reply comes once it is committed and applied
     /// on the leader (callers then wait for the local apply).
     pub async fn propose(&self, txn: Txn) -> oneshot::Receiver<Result<Committed, CoordError>> {
+        self.enqueue(txn, false).await
+    }
+
+    async fn enqueue(
+        &self,
+        txn: Txn,
+        forwarded: bool,
+    ) -> oneshot::Receiver<Result<Committed, CoordError>> {
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.proposals.send(Proposal { txn, reply: tx }).await {
+        if let Err(e) = self
+            .proposals
+            .send(Proposal {
+                txn,
+                reply: tx,
+                forwarded,
+            })
+            .await
+        {
             let _ =
                 e.0.reply
                     .send(Err(CoordError::unavailable("member is shutting down")));
@@ -302,7 +323,7 @@ impl Node {
         }
         let (_, leader) = self
             .leader()
-            .ok_or_else(|| CoordError::unavailable("no leader"))?;
+            .ok_or_else(|| not_leader("no leader elected yet".into()))?;
         let reply: ReadIndexReply = self
             .peers
             .call(&leader.raft_addr, PeerKind::ReadIndex, &(), FORWARD_TIMEOUT)
@@ -460,6 +481,18 @@ async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::Receiver<Proposal>) {
             }
         }
         node.metrics.proposal_batch_txns.observe(batch.len() as f64);
+        if !node.is_leader() && batch.iter().any(|p| p.forwarded) {
+            let (forwarded, local): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.forwarded);
+            for p in forwarded {
+                let _ = p.reply.send(Err(not_leader(
+                    "leadership moved before the write was submitted".into(),
+                )));
+            }
+            batch = local;
+            if batch.is_empty() {
+                continue;
+            }
+        }
         let (txns, replies): (Vec<Txn>, Vec<_>) =
             batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
         submit(&node, &mut fwd, permit, txns, replies).await;
@@ -867,16 +900,7 @@ impl pb::coord_peer_server::CoordPeer for PeerService {
         tokio::spawn(
             async move {
                 while let Some(Ok(msg)) = futures::StreamExt::next(&mut inbound).await {
-                    let kind = PeerKind::from_u32(msg.kind);
-                    let started = std::time::Instant::now();
-                    let res = me.handle(kind, msg).await;
-                    if let Some(k) = kind {
-                        me.node
-                            .metrics
-                            .peer_handle_seconds
-                            .with_label_values(&[k.label()])
-                            .observe(started.elapsed().as_secs_f64());
-                    }
+                    let res = me.handle(msg).await;
                     let failed = res.is_err();
                     if tx.send(res.map(Response::into_inner)).is_err() || failed {
                         return;
@@ -926,7 +950,7 @@ impl pb::coord_peer_server::CoordPeer for PeerService {
                     // local transactions share entries (fewer, larger ones).
                     let mut waits = Vec::with_capacity(txns.len());
                     for txn in txns {
-                        waits.push(node.propose(txn).await);
+                        waits.push(node.enqueue(txn, true).await);
                     }
                     let tx = tx.clone();
                     tokio::spawn(async move {
@@ -952,23 +976,28 @@ impl pb::coord_peer_server::CoordPeer for PeerService {
         &self,
         req: Request<pb::PeerMessage>,
     ) -> Result<Response<pb::PeerMessage>, Status> {
-        let msg = req.into_inner();
-        let kind = PeerKind::from_u32(msg.kind);
-        let started = std::time::Instant::now();
-        let res = self.handle(kind, msg).await;
-        if let Some(k) = kind {
-            self.node
-                .metrics
-                .peer_handle_seconds
-                .with_label_values(&[k.label()])
-                .observe(started.elapsed().as_secs_f64());
-        }
-        res
+        self.handle(req.into_inner()).await
     }
 }
 
 impl PeerService {
-    async fn handle(
+    /// Handles one peer message, timing it by kind.
+    async fn handle(&self, msg: pb::PeerMessage) -> Result<Response<pb::PeerMessage>, Status> {
+        let kind = PeerKind::from_u32(msg.kind);
+        let started = std::time::Instant::now();
+        let res = self.dispatch(kind, msg).await;
+        if let Some(k) = kind {
+            let elapsed = started.elapsed().as_secs_f64();
+            self.node
+                .metrics
+                .peer_handle_seconds
+                .with_label_values(&[k.label()])
+                .observe(elapsed);
+        }
+        res
+    }
+
+    async fn dispatch(
         &self,
         kind: Option<PeerKind>,
         msg: pb::PeerMessage,
