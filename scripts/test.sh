@@ -9,10 +9,13 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --locked -p hstack
+# (the log lives outside target/: CARGO_TARGET_DIR may point elsewhere)
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --all-targets --locked -- --test-threads 2 2>&1 | tee target/test-output.log
+cargo test --workspace --all-targets --locked -- --test-threads 2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' target/test-output.log
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
 exit "$status"
