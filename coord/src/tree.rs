@@ -85,7 +85,12 @@ impl Default for DataTree {
 /// Records the first prior value of everything a multi touches, so a failed
 /// multi leaves the tree exactly as it was.
 #[derive(Default)]
+///
+/// Only a multi needs it: a single op checks everything before it changes
+/// anything, and saving prior values is not free (a parent's snapshot holds
+/// its whole child list).
 struct Undo {
+    enabled: bool,
     nodes: Vec<(String, Option<Znode>)>,
     sessions: Vec<(u64, Option<SessionInfo>)>,
     reapable: Vec<(String, bool)>,
@@ -192,7 +197,10 @@ impl DataTree {
                 None => TxnResult::SessionClosed { existed: false },
             },
             Txn::Write { session_id, ops } => {
-                let mut undo = Undo::default();
+                let mut undo = Undo {
+                    enabled: ops.len() > 1,
+                    ..Undo::default()
+                };
                 let mut local = Vec::new();
                 let mut outcomes = Vec::with_capacity(ops.len());
                 let mut failure = None;
@@ -424,13 +432,13 @@ impl DataTree {
     }
 
     fn save_node(&self, undo: &mut Undo, p: &str) {
-        if !undo.nodes.iter().any(|(q, _)| q == p) {
+        if undo.enabled && !undo.nodes.iter().any(|(q, _)| q == p) {
             undo.nodes.push((p.to_string(), self.nodes.get(p).cloned()));
         }
     }
 
     fn save_session(&self, undo: &mut Undo, id: u64) {
-        if !undo.sessions.iter().any(|(q, _)| *q == id) {
+        if undo.enabled && !undo.sessions.iter().any(|(q, _)| *q == id) {
             undo.sessions.push((id, self.sessions.get(&id).cloned()));
         }
     }
