@@ -556,7 +556,7 @@ fn print_members(args: &ZkArgs, r: &hstack_coord::proto::MembersReply) -> anyhow
             "id",
             "role",
             "voter",
-            "last index",
+            "last applied",
             "client",
             "raft",
             "http",
