@@ -31,7 +31,27 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    flusher: Arc<Flusher>,
+    /// Appends written but not yet fsynced.
+    unflushed: tokio::sync::watch::Sender<usize>,
+}
+
+/// The flusher thread and the way to it. When the last store handle goes,
+/// the thread is told to stop and joined, so the database closes there and
+/// then, never in a detached thread racing the process's exit (RocksDB
+/// aborts if its mutexes are torn down under it).
+struct Flusher {
+    tx: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl LogStore {
@@ -44,12 +64,29 @@ impl LogStore {
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         let db = Arc::new(db);
         let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        let (unflushed, _) = tokio::sync::watch::channel(0usize);
         let fdb = db.clone();
-        std::thread::Builder::new()
+        let fu = unflushed.clone();
+        let thread = std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(fdb, rx, metrics))
+            .spawn(move || flusher(fdb, rx, fu, metrics))
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        Ok(Self { db, flusher: tx })
+        let flusher = Arc::new(Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+        });
+        Ok(Self {
+            db,
+            flusher,
+            unflushed,
+        })
+    }
+
+    /// How many appends wait for their fsync. openraft 0.9 blocks its core
+    /// loop on each one, so the leader's proposer hands Raft its next entry
+    /// when this is 0, letting what arrives meanwhile join that entry.
+    pub fn unflushed(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.unflushed.subscribe()
     }
 
     fn logs(&self) -> &rocksdb::ColumnFamily {
@@ -112,6 +149,7 @@ impl LogStore {
 fn flusher(
     db: Arc<DB>,
     rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>,
+    unflushed: tokio::sync::watch::Sender<usize>,
     metrics: Option<CoordMetrics>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -125,6 +163,7 @@ fn flusher(
             m.log_fsync_seconds.observe(started.elapsed().as_secs_f64());
             m.log_fsync_batch.observe(waiting.len() as f64);
         }
+        let n = waiting.len();
         for cb in waiting {
             let r = match &res {
                 Ok(()) => Ok(()),
@@ -132,6 +171,7 @@ fn flusher(
             };
             cb.log_io_completed(r);
         }
+        unflushed.send_modify(|u| *u = u.saturating_sub(n));
     }
 }
 
@@ -230,7 +270,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .write_opt(batch, &wo)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Readable now; durable once the flusher has synced the WAL.
-        self.flusher.send(callback).map_err(|e| {
+        self.unflushed.send_modify(|u| *u += 1);
+        let tx = self
+            .flusher
+            .tx
+            .as_ref()
+            .expect("present until the flusher is dropped");
+        tx.send(callback).map_err(|e| {
             io_err(
                 ErrorSubject::Logs,
                 ErrorVerb::Write,

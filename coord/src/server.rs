@@ -28,6 +28,8 @@ use crate::types::{Applied, Batch, MemberNode, NodeId, Raft, Txn, TypeConfig};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A Raft entry stops growing past this many bytes of data.
 const MAX_BATCH_BYTES: usize = 2 << 20;
+/// Longest the leader's next batch waits for the log's fsync in progress.
+const LOG_IDLE_WAIT: Duration = Duration::from_millis(2);
 /// How long a proposal waits for a leader before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -74,6 +76,8 @@ pub struct Node {
     pub peers: Peers,
     proposals: mpsc::Sender<Proposal>,
     liveness: Mutex<Liveness>,
+    /// Log appends not yet fsynced (see LogStore::unflushed).
+    log_unflushed: tokio::sync::watch::Receiver<usize>,
 }
 
 /// A running member: the addresses it bound and how to stop it.
@@ -156,6 +160,7 @@ pub async fn run(
     let raft_addr = raft_listener.local_addr()?;
 
     let log_store = LogStore::open(&dir.join("raft-log"), Some(metrics.clone()))?;
+    let log_unflushed = log_store.unflushed();
     let sm = StateMachine::open(&dir.join("state"), metrics.clone())?;
     let sm_shared = sm.shared.clone();
     let raft_cfg = openraft::Config {
@@ -195,6 +200,7 @@ pub async fn run(
         peers,
         proposals: ptx,
         liveness: Mutex::new(Liveness::default()),
+        log_unflushed,
     });
 
     // HTTP first, so the address file lists every port at once.
@@ -469,6 +475,13 @@ async fn proposer_loop(node: Arc<Node>, mut rx: mpsc::Receiver<Proposal>) {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        if node.is_leader() {
+            // openraft 0.9 blocks its core loop on every append's fsync, one
+            // entry per fsync: while one runs, let proposals pile up into
+            // this batch rather than queue as entries of their own.
+            let mut unflushed = node.log_unflushed.clone();
+            let _ = tokio::time::timeout(LOG_IDLE_WAIT, unflushed.wait_for(|n| *n == 0)).await;
+        }
         let mut bytes = txn_bytes(&first.txn);
         let mut batch = vec![first];
         while batch.len() < node.cfg.max_batch && bytes < MAX_BATCH_BYTES {
