@@ -262,8 +262,13 @@ async fn killed_client_process_loses_ephemerals_after_its_timeout_not_before() {
     })
     .await
     .unwrap();
-    // Let it ping at least once, then kill it without a chance to close.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // While the holder lives, its pings keep the session past the timeout.
+    tokio::time::sleep(timeout + Duration::from_millis(500)).await;
+    assert!(
+        c.exists("/held", false).await.unwrap().is_some(),
+        "a live, pinging session expired"
+    );
+    // Now kill it without a chance to close.
     holder.kill().unwrap();
     let _ = holder.wait();
     let t0 = Instant::now();
