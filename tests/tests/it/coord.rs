@@ -409,6 +409,19 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     .await
     .unwrap();
     ens.node(follower).resume();
+    // The client learns of the expiry from its member (a request racing that
+    // may see ConnectionLoss first, as with ZooKeeper); from then on every
+    // request fails with SessionExpired.
+    wait_for(
+        "the client to learn its session expired",
+        Duration::from_secs(10),
+        || {
+            let short = short.clone();
+            async move { (short.state() == hstack_coord::SessionState::Expired).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
     let e = short
         .create("/short2", b"", CreateMode::Ephemeral)
         .await
