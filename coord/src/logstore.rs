@@ -7,11 +7,12 @@
 //! which is how the log gets past the disk's fsyncs per second. Nothing is
 //! acknowledged to Raft (and so to any client) before its fsync.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError, Vote};
@@ -28,12 +29,99 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
+/// The newest entries are also kept in memory, up to these bounds.
+const TAIL_MAX_ENTRIES: usize = 4096;
+const TAIL_MAX_BYTES: usize = 32 << 20;
+
+/// The committed log id is written to RocksDB at most this often. A stale
+/// one only means re-applying a little more from the log after a restart.
+const COMMITTED_SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     flusher: Arc<Flusher>,
     /// Appends written but not yet fsynced.
     unflushed: tokio::sync::watch::Sender<usize>,
+    tail: Arc<Mutex<Tail>>,
+    committed: Arc<Mutex<Committed>>,
+}
+
+/// The newest entries, contiguous by index. openraft reads every entry
+/// back right after appending it, once per follower to replicate it and
+/// once to apply it; serving those reads from here saves a RocksDB
+/// iterator and a decode each. (The payload is shared, so a clone is
+/// cheap.)
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn push(&mut self, e: Entry, size: usize) {
+        if let Some((last, _)) = self.entries.back() {
+            if last.log_id.index + 1 != e.log_id.index {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.entries.push_back((e, size));
+        self.bytes += size;
+        while self.entries.len() > TAIL_MAX_ENTRIES || self.bytes > TAIL_MAX_BYTES {
+            let Some((_, n)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= n;
+        }
+    }
+
+    /// Drops every entry at or after `index`.
+    fn truncate(&mut self, index: u64) {
+        while let Some((e, n)) = self.entries.back() {
+            if e.log_id.index < index {
+                break;
+            }
+            self.bytes -= n;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops every entry at or before `index`.
+    fn purge(&mut self, index: u64) {
+        while let Some((e, n)) = self.entries.front() {
+            if e.log_id.index > index {
+                break;
+            }
+            self.bytes -= n;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The entries `start..end`, if all of them are here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let last = self.entries.back()?.0.log_id.index;
+        if start < first || end > last + 1 {
+            return None;
+        }
+        let from = (start - first) as usize;
+        let to = end.saturating_sub(first) as usize;
+        Some(
+            self.entries
+                .range(from..to.max(from))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The newest committed log id, and when it was last written to RocksDB.
+#[derive(Default)]
+struct Committed {
+    latest: Option<LogId>,
+    known: bool,
+    saved_at: Option<Instant>,
 }
 
 /// The flusher thread and the way to it. When the last store handle goes,
@@ -79,6 +167,8 @@ impl LogStore {
             db,
             flusher,
             unflushed,
+            tail: Arc::default(),
+            committed: Arc::default(),
         })
     }
 
@@ -197,6 +287,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x + 1,
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(x) => Some(*x + 1),
+            Bound::Excluded(x) => Some(*x),
+            Bound::Unbounded => None,
+        };
+        if let Some(end) = end {
+            if let Some(hit) = self.tail.lock().expect("tail lock").get(start, end) {
+                return Ok(hit);
+            }
+        }
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.logs(),
@@ -241,11 +341,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not synced: losing it only means re-applying from the snapshot.
-        self.put_meta(KEY_COMMITTED, &committed, false)
+        // Not synced, and written at most every COMMITTED_SAVE_INTERVAL:
+        // an older value only means re-applying more after a restart.
+        let write = {
+            let mut c = self.committed.lock().expect("committed lock");
+            c.latest = committed;
+            c.known = true;
+            let due = c
+                .saved_at
+                .is_none_or(|t| t.elapsed() >= COMMITTED_SAVE_INTERVAL);
+            if due {
+                c.saved_at = Some(Instant::now());
+            }
+            due
+        };
+        if write {
+            self.put_meta(KEY_COMMITTED, &committed, false)?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        {
+            let c = self.committed.lock().expect("committed lock");
+            if c.known {
+                return Ok(c.latest);
+            }
+        }
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
@@ -259,16 +381,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = WriteBatch::default();
+        let mut kept = Vec::new();
         for e in entries {
             let bytes = bincode::serialize(&e)
                 .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put_cf(self.logs(), key(e.log_id.index), bytes);
+            batch.put_cf(self.logs(), key(e.log_id.index), &bytes);
+            kept.push((e, bytes.len()));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.db
             .write_opt(batch, &wo)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        {
+            let mut tail = self.tail.lock().expect("tail lock");
+            for (e, n) in kept {
+                tail.push(e, n);
+            }
+        }
         // Readable now; durable once the flusher has synced the WAL.
         self.unflushed.send_modify(|u| *u += 1);
         let tx = self
@@ -287,6 +417,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Memory first, so a concurrent reader never finds there what the
+        // database no longer has.
+        self.tail.lock().expect("tail lock").truncate(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.logs(), key(log_id.index), key(u64::MAX));
         self.db
@@ -295,6 +428,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.tail.lock().expect("tail lock").purge(log_id.index);
         self.put_meta(KEY_PURGED, &log_id, false)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.logs(), key(0), key(log_id.index + 1));
@@ -327,6 +461,44 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).expect("storage suite");
+    }
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    #[test]
+    fn tail_serves_only_what_it_holds() {
+        let mut t = Tail::default();
+        for i in 5..10 {
+            t.push(blank(i), 10);
+        }
+        let idx =
+            |v: Option<Vec<Entry>>| v.map(|v| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>());
+        assert_eq!(idx(t.get(5, 10)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(idx(t.get(7, 8)), Some(vec![7]));
+        assert_eq!(idx(t.get(7, 7)), Some(vec![]));
+        assert_eq!(idx(t.get(4, 6)), None, "4 was never here");
+        assert_eq!(idx(t.get(9, 11)), None, "10 is not here yet");
+        t.truncate(8);
+        assert_eq!(idx(t.get(5, 9)), None);
+        assert_eq!(idx(t.get(5, 8)), Some(vec![5, 6, 7]));
+        t.purge(5);
+        assert_eq!(idx(t.get(5, 6)), None);
+        assert_eq!(t.bytes, 20);
+        // A gap (after a truncate the database handled alone) starts afresh.
+        t.push(blank(20), 10);
+        assert_eq!(idx(t.get(6, 8)), None);
+        assert_eq!(idx(t.get(20, 21)), Some(vec![20]));
+        assert_eq!(t.bytes, 10);
+        for i in 21..21 + TAIL_MAX_ENTRIES as u64 {
+            t.push(blank(i), 1);
+        }
+        assert_eq!(t.entries.len(), TAIL_MAX_ENTRIES);
+        assert_eq!(idx(t.get(20, 21)), None, "the oldest entry made room");
     }
 
     #[tokio::test]

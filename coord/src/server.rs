@@ -530,7 +530,7 @@ async fn submit(
             *fwd = None;
             let entry = Batch {
                 time_ms: now_ms(),
-                txns,
+                txns: Arc::new(txns),
             };
             match node.raft.client_write_ff(entry).await {
                 Ok(rx) => {

@@ -213,7 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(batch) => {
                     let mut results = Vec::with_capacity(batch.txns.len());
                     let mut changes = Vec::new();
-                    for txn in &batch.txns {
+                    for txn in batch.txns.iter() {
                         changes.clear();
                         let (zxid, result) = inner.tree.apply(txn, batch.time_ms, &mut changes);
                         inner.watches.trigger(&changes, zxid);

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +48,8 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Batch {
     pub time_ms: i64,
-    pub txns: Vec<Txn>,
+    /// Shared: the log keeps recent entries in memory and hands out clones.
+    pub txns: Arc<Vec<Txn>>,
 }
 
 impl fmt::Display for Batch {
