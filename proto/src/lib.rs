@@ -5,3 +5,9 @@
 pub mod coord {
     tonic::include_proto!("hstack.coord.v1");
 }
+
+/// The file system's namenode and datanode APIs.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod dfs {
+    tonic::include_proto!("hstack.dfs.v1");
+}
