@@ -3,6 +3,7 @@
 //! blocks, rack-aware placement, and the client.
 
 pub mod blockmap;
+pub mod blockstore;
 pub mod editlog;
 pub mod error;
 pub mod namespace;
