@@ -182,9 +182,7 @@ impl BlockMap {
             n.http_addr = http_addr.into();
             n.rack = rack.into();
             n.last_contact = now;
-            if !n.alive {
-                n.alive = true;
-            }
+            n.alive = true;
             return i;
         }
         let i = self.nodes.len() as NodeIdx;

@@ -188,6 +188,16 @@ pub struct Effects {
     pub closed: Vec<InodeId>,
 }
 
+impl Effects {
+    /// Only `inode` affected.
+    fn on(inode: InodeId) -> Self {
+        Self {
+            inode: Some(inode),
+            ..Self::default()
+        }
+    }
+}
+
 /// A status as `ls` and `stat` show it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
@@ -778,10 +788,7 @@ impl Namespace {
                 f.blocks.push(*block);
                 self.next_block = self.next_block.max(block.id + 1);
                 self.gen_stamp = self.gen_stamp.max(block.gen_stamp);
-                Effects {
-                    inode: Some(*inode),
-                    ..Effects::default()
-                }
+                Effects::on(*inode)
             }
             Edit::AbandonBlock {
                 inode,
@@ -823,10 +830,7 @@ impl Namespace {
                 b.gen_stamp = *gen_stamp;
                 b.len = *len;
                 self.gen_stamp = self.gen_stamp.max(*gen_stamp);
-                Effects {
-                    inode: Some(*inode),
-                    ..Effects::default()
-                }
+                Effects::on(*inode)
             }
             Edit::Close {
                 inode,
@@ -862,10 +866,7 @@ impl Namespace {
                 }
                 let f = self.file_mut(*inode);
                 f.uc.as_mut().expect("checked").client = client.clone();
-                Effects {
-                    inode: Some(*inode),
-                    ..Effects::default()
-                }
+                Effects::on(*inode)
             }
             Edit::Rename { src, dst, time } => self.rename(src, dst, *time, caller)?,
             Edit::Delete {
@@ -932,10 +933,7 @@ impl Namespace {
                     self.check_owner(c, id)?;
                 }
                 self.inodes.get_mut(&id).expect("resolved").perm = *perm;
-                Effects {
-                    inode: Some(id),
-                    ..Effects::default()
-                }
+                Effects::on(id)
             }
             Edit::SetOwner {
                 path: p,
@@ -978,10 +976,7 @@ impl Namespace {
                 if let Some(g) = g {
                     ino.group = g;
                 }
-                Effects {
-                    inode: Some(id),
-                    ..Effects::default()
-                }
+                Effects::on(id)
             }
             Edit::SetTimes {
                 path: p,
@@ -999,10 +994,7 @@ impl Namespace {
                 if let Some(a) = atime {
                     ino.atime = *a;
                 }
-                Effects {
-                    inode: Some(id),
-                    ..Effects::default()
-                }
+                Effects::on(id)
             }
             Edit::GenStamp { gen_stamp } => {
                 self.gen_stamp = self.gen_stamp.max(*gen_stamp);
@@ -1030,10 +1022,7 @@ impl Namespace {
         if ids.len() == comps.len() + 1 {
             // Exists: fine for a directory (mkdir -p), an error for a file.
             return match self.get(last).body {
-                Body::Dir(_) if create_parent => Ok(Effects {
-                    inode: Some(last),
-                    ..Effects::default()
-                }),
+                Body::Dir(_) if create_parent => Ok(Effects::on(last)),
                 Body::Dir(_) => Err(FsError::new(
                     Kind::AlreadyExists,
                     format!("{p}: directory exists"),
@@ -1059,10 +1048,7 @@ impl Namespace {
         }
         let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
         let id = self.make_dirs(last, &names, perm & 0o1777, owner, group, time);
-        Ok(Effects {
-            inode: Some(id),
-            ..Effects::default()
-        })
+        Ok(Effects::on(id))
     }
 
     /// Creates the chain `names` under `base`; returns the deepest.
@@ -1175,10 +1161,7 @@ impl Namespace {
             }
         }
         if src_norm == dst_norm {
-            return Ok(Effects {
-                inode: Some(sid),
-                ..Effects::default()
-            });
+            return Ok(Effects::on(sid));
         }
         if path::is_within(&dst_norm, &src_norm) {
             return Err(FsError::invalid(format!(
@@ -1214,10 +1197,7 @@ impl Namespace {
         self.link(dparent, sid, ino);
         self.touch_dir(sparent, time);
         self.touch_dir(dparent, time);
-        Ok(Effects {
-            inode: Some(sid),
-            ..Effects::default()
-        })
+        Ok(Effects::on(sid))
     }
 
     fn check_sticky(&self, c: &Caller, parent: InodeId, child: InodeId) -> FsResult<()> {
