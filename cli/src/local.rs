@@ -39,6 +39,10 @@ enum LocalCmd {
         /// Coordination members (an odd number: 1, 3, 5 or 7).
         #[arg(long, default_value_t = 3)]
         coord: u64,
+        /// File system datanodes, split over two racks (each on its own
+        /// loopback address, 127.0.1.N).
+        #[arg(long, default_value_t = 6)]
+        datanodes: u64,
         /// Seconds to wait for the cluster to become ready.
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
@@ -105,8 +109,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         LocalCmd::Up {
             dir,
             coord,
+            datanodes,
             timeout_secs,
-        } => up(&dir, coord, Duration::from_secs(timeout_secs)).await,
+        } => up(&dir, coord, datanodes, Duration::from_secs(timeout_secs)).await,
         LocalCmd::Status { dir, json } => status(&dir, json).await,
         LocalCmd::Down { dir } => down(&dir),
     }
@@ -123,9 +128,12 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect::<Result<_, _>>()?)
 }
 
-async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow::Result<()> {
     if coord == 0 || coord % 2 == 0 || coord > 7 {
         bail!("--coord must be 1, 3, 5 or 7 (got {coord})");
+    }
+    if datanodes == 0 || datanodes > 200 {
+        bail!("--datanodes must be between 1 and 200 (got {datanodes})");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -139,7 +147,8 @@ async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
                 running.len()
             );
         }
-        if prev.daemons.iter().filter(|d| d.role == "coord").count() as u64 != coord {
+        let count = |role: &str| prev.daemons.iter().filter(|d| d.role == role).count() as u64;
+        if count("coord") != coord || (count("datanode") != datanodes && count("namenode") > 0) {
             bail!(
                 "{} holds a cluster of a different shape; remove the directory to start afresh",
                 dir.display()
@@ -219,11 +228,79 @@ async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
             log,
         });
     }
+    // The file system: a namenode, and datanodes on 127.0.1.N over two racks.
+    let keep = |role: &str, id: &str, key: &str, host: &str| -> anyhow::Result<String> {
+        let old = previous.as_ref().and_then(|p| {
+            p.daemons
+                .iter()
+                .find(|d| d.role == role && d.id == id)
+                .and_then(|d| d.addrs.get(key).cloned())
+        });
+        match old {
+            Some(a) => Ok(a),
+            None => {
+                let l = std::net::TcpListener::bind((host, 0))
+                    .with_context(|| format!("cannot bind a port on {host}"))?;
+                Ok(l.local_addr()?.to_string())
+            }
+        }
+    };
+    let nn_rpc = keep("namenode", "nn", "rpc", "127.0.0.1")?;
+    let nn_http = keep("namenode", "nn", "http", "127.0.0.1")?;
+    let nn_dir = dir.join("namenode");
+    let (entry, child) = spawn_daemon(
+        &exe,
+        &dir,
+        "namenode",
+        "nn",
+        &nn_dir,
+        &nn_dir,
+        &[
+            ("--rpc-addr", nn_rpc.as_str()),
+            ("--http-addr", nn_http.as_str()),
+            ("--heartbeat-ms", "1000"),
+            ("--replication-interval-ms", "1000"),
+            ("--dead-node-timeout-ms", "30000"),
+            ("--safemode-extension-ms", "0"),
+            ("--worker-threads", "2"),
+        ],
+        &[("rpc", &nn_rpc), ("http", &nn_http)],
+    )?;
+    daemons.push(entry);
+    children.push(child);
+    for i in 0..datanodes {
+        let id = format!("dn{}", i + 1);
+        let host = format!("127.0.1.{}", i + 1);
+        let transfer = keep("datanode", &id, "transfer", &host)?;
+        let rpc = keep("datanode", &id, "rpc", &host)?;
+        let http = keep("datanode", &id, "http", &host)?;
+        let rack = format!("/rack{}", i * 2 / datanodes + 1);
+        let data_dir = dir.join(&id).join("data");
+        let (entry, child) = spawn_daemon(
+            &exe,
+            &dir,
+            "datanode",
+            &id,
+            &data_dir,
+            &data_dir,
+            &[
+                ("--id", id.as_str()),
+                ("--namenode", nn_rpc.as_str()),
+                ("--transfer-addr", transfer.as_str()),
+                ("--rpc-addr", rpc.as_str()),
+                ("--http-addr", http.as_str()),
+                ("--rack", rack.as_str()),
+                ("--worker-threads", "1"),
+            ],
+            &[("transfer", &transfer), ("rpc", &rpc), ("http", &http)],
+        )?;
+        daemons.push(entry);
+        children.push(child);
+    }
     let cluster = ClusterFile { daemons };
     cluster.save(&dir)?;
     eprintln!(
-        "starting {} coordination members in {}",
-        coord,
+        "starting {coord} coordination members, a namenode and {datanodes} datanodes in {}",
         dir.display()
     );
 
@@ -255,11 +332,16 @@ async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
                     leaders.push(r.leader_id);
                 }
             }
+            let fs_ready = fs_live(&nn_rpc).await == Some(datanodes as usize);
             if leaders.len() == addrs.len()
                 && leaders[0] != 0
                 && leaders.iter().all(|l| *l == leaders[0])
+                && fs_ready
             {
-                eprintln!("ready: leader is member {}", leaders[0]);
+                eprintln!(
+                    "ready: coordination leader is member {}; {datanodes} datanodes live",
+                    leaders[0]
+                );
                 break;
             }
         }
@@ -272,6 +354,70 @@ async fn up(dir: &Path, coord: u64, timeout: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     print_daemons(&cluster, false).await
+}
+
+/// Live datanodes once the namenode is out of safe mode.
+async fn fs_live(namenode: &str) -> Option<usize> {
+    let c = hstack_dfs::client::DfsClient::connect(namenode, Default::default())
+        .await
+        .ok()?;
+    let r = c
+        .namenode()
+        .get_datanode_report(hstack_proto::dfs::Empty {})
+        .await
+        .ok()?
+        .into_inner();
+    if r.safe_mode {
+        return None;
+    }
+    Some(r.datanodes.iter().filter(|d| d.state == "live").count())
+}
+
+/// Starts one daemon (`hstack ROLE FLAGS…`) in its own process group, its
+/// output appended to `DIR/ROLE-ID.log`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_daemon(
+    exe: &Path,
+    dir: &Path,
+    role: &str,
+    id: &str,
+    data_dir: &Path,
+    announce_dir: &Path,
+    flags: &[(&str, &str)],
+    addrs: &[(&str, &String)],
+) -> anyhow::Result<(DaemonEntry, std::process::Child)> {
+    std::fs::create_dir_all(data_dir)?;
+    let _ = std::fs::remove_file(announce_dir.join("addresses.json"));
+    let log = dir.join(format!("{role}-{id}.log"));
+    let out = OpenOptions::new().create(true).append(true).open(&log)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(role);
+    match role {
+        "namenode" => cmd.arg("--name-dir").arg(data_dir),
+        _ => cmd.arg("--data-dirs").arg(data_dir),
+    };
+    for (f, v) in flags {
+        cmd.args([f, v]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let entry = DaemonEntry {
+        role: role.into(),
+        id: id.into(),
+        pid: child.id(),
+        addrs: addrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        data_dir: announce_dir.to_path_buf(),
+        log,
+    };
+    Ok((entry, child))
 }
 
 async fn readyz(http: &str) -> bool {
@@ -312,7 +458,10 @@ async fn print_daemons(cluster: &ClusterFile, json: bool) -> anyhow::Result<()> 
             d.id.clone(),
             d.pid.to_string(),
             state.to_string(),
-            d.addrs.get("client").cloned().unwrap_or_default(),
+            ["client", "rpc", "transfer"]
+                .iter()
+                .find_map(|k| d.addrs.get(*k).cloned())
+                .unwrap_or_default(),
             d.addrs.get("http").cloned().unwrap_or_default(),
             d.log.display().to_string(),
         ]);
@@ -322,7 +471,7 @@ async fn print_daemons(cluster: &ClusterFile, json: bool) -> anyhow::Result<()> 
         return output::json(&serde_json::json!({ "daemons": items }));
     }
     output::table(
-        &["role", "id", "pid", "state", "client", "http", "log"],
+        &["role", "id", "pid", "state", "address", "http", "log"],
         &rows,
     );
     Ok(())

@@ -1,5 +1,7 @@
 //! The one hstack binary: daemons, clients, the local cluster, benchmarks.
 
+mod admin;
+mod dfs;
 mod local;
 mod output;
 mod zk;
@@ -32,6 +34,24 @@ enum Cmd {
     },
     /// Coordination service client commands (in the spirit of zkCli).
     Zk(zk::ZkArgs),
+    /// Run the file system's namenode.
+    Namenode {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        flags: hstack_dfs::namenode::NamenodeFlags,
+    },
+    /// Run a file system datanode.
+    Datanode {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        flags: hstack_dfs::datanode::DatanodeFlags,
+    },
+    /// File system shell (the verbs of `hdfs dfs`).
+    Dfs(dfs::DfsArgs),
+    /// File system administration: report, fsck, safe mode, decommission.
+    Admin(admin::AdminArgs),
     /// A whole cluster on this machine, as child processes.
     Local(local::LocalArgs),
     /// Benchmarks against a running cluster.
@@ -51,6 +71,10 @@ enum BenchCmd {
 enum Job {
     Coord(Box<hstack_coord::CoordConfig>),
     Zk(zk::ZkArgs),
+    Namenode(Box<hstack_dfs::namenode::NamenodeConfig>),
+    Datanode(Box<hstack_dfs::datanode::DatanodeConfig>),
+    Dfs(dfs::DfsArgs),
+    Admin(admin::AdminArgs),
     Local(local::LocalArgs),
     BenchCoord(zk::BenchCoordArgs),
 }
@@ -68,16 +92,44 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Zk(args) => Job::Zk(args),
+        Cmd::Namenode { common, flags } => {
+            let validate = |c: &hstack_dfs::namenode::NamenodeConfig| c.validate();
+            match daemon_config(&common, &flags, validate) {
+                Ok(Some(cfg)) => Job::Namenode(Box::new(cfg)),
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Cmd::Datanode { common, flags } => {
+            let validate = |c: &hstack_dfs::datanode::DatanodeConfig| c.validate();
+            match daemon_config(&common, &flags, validate) {
+                Ok(Some(cfg)) => Job::Datanode(Box::new(cfg)),
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Cmd::Dfs(args) => Job::Dfs(args),
+        Cmd::Admin(args) => Job::Admin(args),
         Cmd::Local(args) => Job::Local(args),
         Cmd::Bench {
             what: BenchCmd::Coord(args),
         } => Job::BenchCoord(args),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Job::Coord(cfg) = &job {
-        if cfg.worker_threads > 0 {
-            builder.worker_threads(cfg.worker_threads);
-        }
+    let workers = match &job {
+        Job::Coord(cfg) => cfg.worker_threads,
+        Job::Namenode(cfg) => cfg.worker_threads,
+        Job::Datanode(cfg) => cfg.worker_threads,
+        _ => 0,
+    };
+    if workers > 0 {
+        builder.worker_threads(workers);
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -90,12 +142,19 @@ fn main() -> ExitCode {
         match job {
             Job::Coord(cfg) => run_coord(*cfg).await,
             Job::Zk(args) => zk::run(args).await,
+            Job::Namenode(cfg) => run_namenode(*cfg).await,
+            Job::Datanode(cfg) => run_datanode(*cfg).await,
+            Job::Dfs(args) => dfs::run(args).await,
+            Job::Admin(args) => admin::run(args).await,
             Job::Local(args) => local::run(args).await,
             Job::BenchCoord(args) => zk::bench(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<dfs::ExitStatus>().is_some() => {
+            ExitCode::from(e.downcast_ref::<dfs::ExitStatus>().map_or(1, |s| s.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -103,13 +162,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// The layered, validated configuration; `None` when a flag asked only to
-/// print something (and it was printed).
 fn coord_config(
     common: &CommonArgs,
     flags: &hstack_coord::CoordFlags,
 ) -> anyhow::Result<Option<hstack_coord::CoordConfig>> {
     let validate = |c: &hstack_coord::CoordConfig| c.validate().map_err(|e| e.message);
+    daemon_config(common, flags, validate)
+}
+
+/// The layered, validated configuration; `None` when a flag asked only to
+/// print something (and it was printed).
+fn daemon_config<T, F>(
+    common: &CommonArgs,
+    flags: &F,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> anyhow::Result<Option<T>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    F: serde::Serialize,
+{
     match hstack_daemon::layer_config(common, "HSTACK_", flags, validate)? {
         ConfigOutcome::Exit(text) => {
             print!("{text}");
@@ -145,4 +216,72 @@ async fn serve_coord(cfg: hstack_coord::CoordConfig) -> anyhow::Result<()> {
     handle.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logging and the panic hook as the daemon's configuration says, then
+/// `body` inside the daemon's span.
+async fn run_daemon(
+    log_format: &str,
+    log_level: &str,
+    span: tracing::Span,
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let format = log_format.parse().map_err(anyhow::Error::msg)?;
+    hstack_daemon::init_tracing(format, log_level);
+    hstack_daemon::install_abort_on_panic();
+    body.instrument(span).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_namenode(cfg: hstack_dfs::namenode::NamenodeConfig) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", role = "namenode");
+    run_daemon(
+        &cfg.log_format.clone(),
+        &cfg.log_level.clone(),
+        span,
+        async move {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            let registry = prometheus::Registry::new();
+            let handle = hstack_dfs::namenode::run(cfg.clone(), shutdown, registry).await?;
+            hstack_daemon::announce(
+                &cfg.name_path(),
+                "namenode",
+                "nn",
+                &[("rpc", handle.rpc_addr), ("http", handle.http_addr)],
+            )?;
+            handle.wait().await;
+            Ok(())
+        },
+    )
+    .await
+}
+
+async fn run_datanode(cfg: hstack_dfs::datanode::DatanodeConfig) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", role = "datanode");
+    run_daemon(
+        &cfg.log_format.clone(),
+        &cfg.log_level.clone(),
+        span,
+        async move {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            let registry = prometheus::Registry::new();
+            let handle = hstack_dfs::datanode::run(cfg.clone(), shutdown, registry).await?;
+            hstack_daemon::announce(
+                &cfg.data_paths()[0],
+                "datanode",
+                &handle.id.clone(),
+                &[
+                    ("transfer", handle.transfer_addr),
+                    ("rpc", handle.rpc_addr),
+                    ("http", handle.http_addr),
+                ],
+            )?;
+            handle.wait().await;
+            Ok(())
+        },
+    )
+    .await
 }

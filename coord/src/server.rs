@@ -100,47 +100,6 @@ impl Handle {
     }
 }
 
-/// Serves one tonic service on `listener` until `shutdown`.
-macro_rules! spawn_grpc {
-    ($listener:expr, $svc:expr, $shutdown:expr, $what:literal) => {{
-        // Accepted sockets get TCP_NODELAY: without it small replies wait on
-        // Nagle and delayed ACKs (tens of milliseconds).
-        let incoming = tonic::transport::server::TcpIncoming::from_listener($listener, true, None)
-            .map_err(|e| anyhow::anyhow!("cannot serve {}: {e}", $what))?;
-        let shutdown = $shutdown;
-        let svc = $svc;
-        tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
-                .await;
-            if let Err(e) = res {
-                tracing::error!("failed to serve {} gRPC: {e:#}", $what);
-            }
-        });
-    }};
-}
-
-fn advertised(bound: SocketAddr, host: &str) -> String {
-    if !host.is_empty() {
-        return format!("{host}:{}", bound.port());
-    }
-    if bound.ip().is_unspecified() {
-        let name = std::fs::read_to_string("/etc/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        let name = if name.is_empty() {
-            "localhost".to_string()
-        } else {
-            name
-        };
-        return format!("{name}:{}", bound.port());
-    }
-    bound.to_string()
-}
-
 /// Starts a member with `cfg` and returns once it is listening.
 pub async fn run(
     cfg: CoordConfig,
@@ -215,9 +174,9 @@ pub async fn run(
         hstack_daemon::serve_http(cfg.http_addr.parse()?, http_state, shutdown.clone()).await?;
 
     let me = MemberNode {
-        raft_addr: advertised(raft_addr, &cfg.advertise_host),
-        client_addr: advertised(client_addr, &cfg.advertise_host),
-        http_addr: advertised(http_addr, &cfg.advertise_host),
+        raft_addr: hstack_daemon::advertised(raft_addr, &cfg.advertise_host),
+        client_addr: hstack_daemon::advertised(client_addr, &cfg.advertise_host),
+        http_addr: hstack_daemon::advertised(http_addr, &cfg.advertise_host),
     };
 
     // Services.
@@ -230,8 +189,8 @@ pub async fn run(
     let peer_svc = pb::coord_peer_server::CoordPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    spawn_grpc!(client_listener, coord_svc, shutdown.clone(), "client");
-    spawn_grpc!(raft_listener, peer_svc, shutdown.clone(), "raft");
+    hstack_daemon::spawn_grpc!(client_listener, coord_svc, shutdown.clone(), "client")?;
+    hstack_daemon::spawn_grpc!(raft_listener, peer_svc, shutdown.clone(), "raft")?;
 
     tokio::spawn(proposer_loop(node.clone(), prx).in_current_span());
     tokio::spawn(leader_watch(node.clone(), shutdown.clone()).in_current_span());

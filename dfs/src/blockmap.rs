@@ -139,6 +139,8 @@ pub struct Health {
 struct Pending {
     targets: Vec<NodeIdx>,
     since: Instant,
+    /// The nodes sending the copies (their stream counts drop when done).
+    sources: Vec<NodeIdx>,
 }
 
 #[derive(Default)]
@@ -279,7 +281,9 @@ impl BlockMap {
 
     /// A block left the namespace: every holder is told to delete it.
     pub fn remove_block(&mut self, block: BlockRec) {
-        self.pending.remove(&block.id);
+        if let Some(p) = self.pending.remove(&block.id) {
+            self.streams_done(&p.sources);
+        }
         let Some(info) = self.blocks.remove(&block.id) else {
             return;
         };
@@ -343,7 +347,8 @@ impl BlockMap {
                     if let Some(p) = self.pending.get_mut(&reported.id) {
                         p.targets.retain(|t| *t != n);
                         if p.targets.is_empty() {
-                            self.pending.remove(&reported.id);
+                            let p = self.pending.remove(&reported.id).expect("present");
+                            self.streams_done(&p.sources);
                         }
                     }
                 }
@@ -375,7 +380,7 @@ impl BlockMap {
         &mut self,
         n: NodeIdx,
         reported: &[BlockRec],
-        expected: impl Fn(u64) -> Option<Expected>,
+        expected: impl Fn(u64, InodeId) -> Option<Expected>,
     ) {
         let have: HashSet<u64> = reported.iter().map(|b| b.id).collect();
         let forgotten: Vec<u64> = self
@@ -388,7 +393,10 @@ impl BlockMap {
             self.replica_deleted(n, id);
         }
         for b in reported {
-            let e = expected(b.id);
+            let e = self
+                .blocks
+                .get(&b.id)
+                .and_then(|info| expected(b.id, info.inode));
             self.replica_reported(n, *b, e.as_ref());
         }
     }
@@ -481,19 +489,29 @@ impl BlockMap {
     pub fn replication_pass<R: Rng>(
         &mut self,
         rng: &mut R,
-        expected: impl Fn(u64) -> Option<Expected>,
+        expected: impl Fn(u64, InodeId) -> Option<Expected>,
         now: Instant,
         pending_timeout: Duration,
         limit: usize,
     ) -> usize {
-        self.pending
-            .retain(|_, p| now.duration_since(p.since) < pending_timeout);
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= pending_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let p = self.pending.remove(&id).expect("present");
+            self.streams_done(&p.sources);
+        }
         // Priority: live replicas held (0 live but readable on a
         // decommissioning node counts as 0), then block id.
         let mut queue: BTreeMap<(usize, u64), Expected> = BTreeMap::new();
         let mut excess = Vec::new();
         for (id, info) in &self.blocks {
-            let Some(e) = expected(*id) else { continue };
+            let Some(e) = expected(*id, info.inode) else {
+                continue;
+            };
             if e.under_construction {
                 continue;
             }
@@ -586,8 +604,10 @@ impl BlockMap {
         let p = self.pending.entry(id).or_insert(Pending {
             targets: vec![],
             since: now,
+            sources: vec![],
         });
         p.targets.extend(targets);
+        p.sources.push(source);
         true
     }
 
@@ -595,12 +615,14 @@ impl BlockMap {
     /// corrupt ones), keeping the block on two racks when it can: the
     /// victim comes from the rack with the most replicas, and is the node
     /// with the least space left.
-    fn trim(&mut self, id: u64, keep: usize, expected: &impl Fn(u64) -> Option<Expected>) {
-        let Some(e) = expected(id) else { return };
-        let block = e.block;
+    fn trim(&mut self, id: u64, keep: usize, expected: &impl Fn(u64, InodeId) -> Option<Expected>) {
         let Some(info) = self.blocks.get(&id).cloned() else {
             return;
         };
+        let Some(e) = expected(id, info.inode) else {
+            return;
+        };
+        let block = e.block;
         for c in info.corrupt.iter().flat_map(|c| c.iter()) {
             self.queue_delete(*c, block);
         }
@@ -633,15 +655,17 @@ impl BlockMap {
         }
     }
 
-    /// A replication command finished (or failed) on its source.
-    pub fn stream_done(&mut self, n: NodeIdx) {
-        let node = &mut self.nodes[n as usize];
-        node.sending = node.sending.saturating_sub(1);
+    /// Replications finished (or gave up) on their sources.
+    fn streams_done(&mut self, sources: &[NodeIdx]) {
+        for n in sources {
+            let node = &mut self.nodes[*n as usize];
+            node.sending = node.sending.saturating_sub(1);
+        }
     }
 
     /// Moves decommissioning nodes whose every block is safely replicated
     /// elsewhere to decommissioned.
-    pub fn check_decommission(&mut self, expected: impl Fn(u64) -> Option<Expected>) {
+    pub fn check_decommission(&mut self, expected: impl Fn(u64, InodeId) -> Option<Expected>) {
         let leaving: Vec<NodeIdx> = (0..self.nodes.len() as NodeIdx)
             .filter(|i| {
                 let n = self.node(*i);
@@ -653,7 +677,7 @@ impl BlockMap {
                 if !info.replicas.contains(&n) {
                     return true;
                 }
-                match expected(*id) {
+                match expected(*id, info.inode) {
                     None => true,
                     Some(e) => {
                         self.live_replicas(info)
@@ -671,14 +695,16 @@ impl BlockMap {
         self.nodes[n as usize].admin = state;
     }
 
-    pub fn health(&self, expected: impl Fn(u64) -> Option<Expected>) -> Health {
+    pub fn health(&self, expected: impl Fn(u64, InodeId) -> Option<Expected>) -> Health {
         let mut h = Health {
             blocks: self.blocks.len() as u64,
             pending_replication: self.pending.values().map(|p| p.targets.len() as u64).sum(),
             ..Health::default()
         };
         for (id, info) in &self.blocks {
-            let Some(e) = expected(*id) else { continue };
+            let Some(e) = expected(*id, info.inode) else {
+                continue;
+            };
             if info.corrupt.is_some() {
                 h.corrupt += 1;
             }
@@ -763,7 +789,7 @@ mod tests {
         assert_eq!(**m.blocks[&1].corrupt.as_ref().unwrap(), vec![1, 2]);
         assert!(matches!(&m.nodes[3].commands[..], [Command::Delete(v)] if v[0].id == 99));
         // A full report that no longer lists the block forgets the replica.
-        m.full_report(0, &[], |_| Some(e));
+        m.full_report(0, &[], |_, _| Some(e));
         assert!(m.blocks[&1].replicas.is_empty());
     }
 
@@ -786,8 +812,8 @@ mod tests {
             m.check_dead(later, Duration::from_secs(30)),
             vec!["/r1-dn0"]
         );
-        assert_eq!(m.health(|_| Some(e)).under_replicated, 1);
-        let n = m.replication_pass(&mut rng, |_| Some(e), later, Duration::from_secs(60), 10);
+        assert_eq!(m.health(|_, _| Some(e)).under_replicated, 1);
+        let n = m.replication_pass(&mut rng, |_, _| Some(e), later, Duration::from_secs(60), 10);
         assert_eq!(n, 1);
         // The copy goes to /r1 (the block is on /r2 only), from a holder.
         let (src, targets) = m
@@ -803,12 +829,12 @@ mod tests {
         assert_eq!(m.node(targets[0]).rack, "/r1");
         // While it is pending, nothing more is scheduled.
         assert_eq!(
-            m.replication_pass(&mut rng, |_| Some(e), later, Duration::from_secs(60), 10),
+            m.replication_pass(&mut rng, |_, _| Some(e), later, Duration::from_secs(60), 10),
             0
         );
         m.replica_reported(targets[0], rec(1), Some(&e));
         assert_eq!(
-            m.health(|_| Some(e)),
+            m.health(|_, _| Some(e)),
             Health {
                 blocks: 1,
                 ..Health::default()
@@ -829,7 +855,7 @@ mod tests {
         }
         m.replication_pass(
             &mut rng,
-            |_| Some(e),
+            |_, _| Some(e),
             Instant::now(),
             Duration::from_secs(60),
             10,
@@ -849,7 +875,7 @@ mod tests {
         m.mark_corrupt(1, holder);
         m.replication_pass(
             &mut rng,
-            |_| Some(e),
+            |_, _| Some(e),
             Instant::now(),
             Duration::from_secs(60),
             10,
@@ -869,11 +895,11 @@ mod tests {
         m.replica_reported(0, rec(1), Some(&e));
         m.replica_reported(2, rec(1), Some(&e));
         m.set_admin(0, AdminState::Decommissioning);
-        m.check_decommission(|_| Some(e));
+        m.check_decommission(|_, _| Some(e));
         assert_eq!(m.nodes[0].admin, AdminState::Decommissioning);
         m.replication_pass(
             &mut rng,
-            |_| Some(e),
+            |_, _| Some(e),
             Instant::now(),
             Duration::from_secs(60),
             10,
@@ -886,7 +912,7 @@ mod tests {
         };
         assert_eq!(targets, vec![1], "stays on two racks: /r1's other node");
         m.replica_reported(1, rec(1), Some(&e));
-        m.check_decommission(|_| Some(e));
+        m.check_decommission(|_, _| Some(e));
         assert_eq!(m.nodes[0].admin, AdminState::Decommissioned);
     }
 

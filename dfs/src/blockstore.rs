@@ -14,7 +14,7 @@
 //! the directories.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,18 +93,28 @@ impl BlockStore {
         self.lock().get(&id).cloned()
     }
 
+    /// How many replicas are held, finalized or being written.
+    pub fn replica_count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Every replica, for a block report (finalized ones at their length,
     /// ones being written too: the namenode needs them for recovery).
     pub fn report(&self) -> Vec<(BlockRec, ReplicaState)> {
-        let mut v: Vec<_> = self
-            .lock()
-            .iter()
+        let index: Vec<(u64, Replica)> =
+            self.lock().iter().map(|(id, r)| (*id, r.clone())).collect();
+        let mut v: Vec<_> = index
+            .into_iter()
             .map(|(id, r)| {
+                let len = match r.state {
+                    ReplicaState::Finalized => r.len,
+                    ReplicaState::Rbw => self.disk_len(id).map_or(r.len, |(_, l)| l),
+                };
                 (
                     BlockRec {
-                        id: *id,
+                        id,
                         gen_stamp: r.gen_stamp,
-                        len: r.len,
+                        len,
                     },
                     r.state,
                 )
@@ -208,6 +218,89 @@ impl BlockStore {
         Ok(BlockRec {
             id: w.block.id,
             gen_stamp: gs,
+            len,
+        })
+    }
+
+    /// The replica and the length of its data on disk (a replica being
+    /// written has grown past what the index says).
+    pub fn disk_len(&self, id: u64) -> FsResult<(Replica, u64)> {
+        let r = self
+            .get(id)
+            .ok_or_else(|| FsError::new(Kind::FileNotFound, format!("block {id} is not here")))?;
+        let (d, _) = self.paths(r.dir, r.state, id, r.gen_stamp);
+        let len = fs::metadata(&d)
+            .map_err(|e| FsError::io(&d.display().to_string(), e))?
+            .len();
+        Ok((r, len))
+    }
+
+    /// The replica and the bytes of it a reader may rely on: a finalized
+    /// replica's length; for one being written, the data whose checksums
+    /// are on disk too (a writer appends data before its checksums, and a
+    /// crash can tear either).
+    pub fn visible_len(&self, id: u64) -> FsResult<(Replica, u64)> {
+        let (r, data_len) = self.disk_len(id)?;
+        if r.state == ReplicaState::Finalized {
+            return Ok((r.clone(), r.len));
+        }
+        let (_, m) = self.paths(r.dir, r.state, id, r.gen_stamp);
+        let meta_len = fs::metadata(&m)
+            .map_err(|e| FsError::io(&m.display().to_string(), e))?
+            .len();
+        let covered = meta_len.saturating_sub(META_HEADER) / 4 * CHUNK as u64;
+        Ok((r, data_len.min(covered)))
+    }
+
+    /// Reopens a replica for a rebuilt pipeline or for lease recovery: it
+    /// moves to `new_gs`, is cut to `len` (no more than it holds; whole
+    /// chunks unless `len` is all it holds) and is being written again. A
+    /// replica older than `min_gs` is refused: it missed writes.
+    pub fn reopen_rbw(&self, id: u64, min_gs: u64, new_gs: u64, len: u64) -> FsResult<RbwWriter> {
+        let (r, have) = self.disk_len(id)?;
+        if r.gen_stamp < min_gs || r.gen_stamp > new_gs {
+            return Err(FsError::new(
+                Kind::Corrupt,
+                format!(
+                    "block {id}: replica has stamp {}, recovery expects {min_gs}..={new_gs}",
+                    r.gen_stamp
+                ),
+            ));
+        }
+        if len > have || (len % CHUNK as u64 != 0 && len != have) {
+            return Err(FsError::invalid(format!(
+                "block {id}: cannot cut a replica of {have} bytes to {len}"
+            )));
+        }
+        let io = |e| FsError::io(&format!("block {id}"), e);
+        let (d0, m0) = self.paths(r.dir, r.state, id, r.gen_stamp);
+        let (d1, m1) = self.paths(r.dir, ReplicaState::Rbw, id, new_gs);
+        fs::rename(&m0, &m1).map_err(io)?;
+        fs::rename(&d0, &d1).map_err(io)?;
+        let open = |p: &Path| OpenOptions::new().append(true).open(p).map_err(io);
+        let data = open(&d1)?;
+        let meta = open(&m1)?;
+        data.set_len(len).map_err(io)?;
+        meta.set_len(META_HEADER + len.div_ceil(CHUNK as u64) * 4)
+            .map_err(io)?;
+        self.lock().insert(
+            id,
+            Replica {
+                gen_stamp: new_gs,
+                len,
+                state: ReplicaState::Rbw,
+                dir: r.dir,
+            },
+        );
+        Ok(RbwWriter {
+            block: BlockRec {
+                id,
+                gen_stamp: new_gs,
+                len,
+            },
+            dir: r.dir,
+            data,
+            meta,
             len,
         })
     }
@@ -530,5 +623,35 @@ mod tests {
         let w = store.create_rbw(newer).unwrap();
         assert_eq!(store.get(5).unwrap().gen_stamp, 8);
         drop(w);
+    }
+
+    #[test]
+    fn a_replica_reopens_at_a_new_stamp_cut_to_the_agreed_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = store.create_rbw(block(9)).unwrap();
+        w.append(0, &data, &checksums(&data)).unwrap();
+        drop(w); // the writer died
+        assert_eq!(store.disk_len(9).unwrap().1, 3000);
+        assert_eq!(store.report()[0].0.len, 3000);
+        // Not chunk-aligned and not everything: refused, nothing changed.
+        assert!(store.reopen_rbw(9, 7, 8, 1000).is_err());
+        assert!(store.reopen_rbw(9, 8, 9, 1024).is_err(), "stale replica");
+        let mut w = store.reopen_rbw(9, 7, 8, 1024).unwrap();
+        w.append(1024, &data[1024..2048], &checksums(&data[1024..2048]))
+            .unwrap();
+        let b = store.finalize(w, true).unwrap();
+        assert_eq!((b.gen_stamp, b.len), (8, 2048));
+        let mut r = store.open_read(&b).unwrap();
+        assert_eq!(r.read_verified(0, 4096).unwrap(), &data[..2048]);
+        // Lease recovery of a finalized replica: cut to its whole length.
+        let w = store.reopen_rbw(9, 8, 10, 2048).unwrap();
+        let b = store.finalize(w, true).unwrap();
+        assert_eq!((b.gen_stamp, b.len), (10, 2048));
+        drop(store);
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(store.get(9).unwrap().gen_stamp, 10);
+        store.verify(&b).unwrap();
     }
 }

@@ -4,10 +4,14 @@
 
 pub mod blockmap;
 pub mod blockstore;
+pub mod client;
+pub mod datanode;
 pub mod editlog;
 pub mod error;
+pub mod namenode;
 pub mod namespace;
 pub mod path;
 pub mod placement;
+pub mod transfer;
 
 pub use error::{FsError, FsResult, Kind};

@@ -65,6 +65,25 @@ pub struct UnderConstruction {
     pub client_host: String,
 }
 
+impl BlockRec {
+    pub fn to_pb(self) -> hstack_proto::dfs::Block {
+        hstack_proto::dfs::Block {
+            id: self.id,
+            gen_stamp: self.gen_stamp,
+            len: self.len,
+        }
+    }
+
+    pub fn from_pb(b: Option<hstack_proto::dfs::Block>) -> FsResult<Self> {
+        let b = b.ok_or_else(|| FsError::invalid("the request names no block"))?;
+        Ok(Self {
+            id: b.id,
+            gen_stamp: b.gen_stamp,
+            len: b.len,
+        })
+    }
+}
+
 impl FileInode {
     pub fn len(&self) -> u64 {
         self.blocks.iter().map(|b| b.len).sum()
@@ -382,6 +401,28 @@ impl Namespace {
         }
         parts.reverse();
         path::join(&parts)
+    }
+
+    /// The group a new entry at `p` gets: its nearest existing ancestor's
+    /// (HDFS's BSD rule). An invalid path gets the supergroup; the create
+    /// itself reports the error.
+    pub fn inherited_group(&self, p: &str) -> String {
+        let Ok(comps) = path::components(p) else {
+            return self.supergroup.clone();
+        };
+        let ids = self.walk(&comps);
+        let dir = ids
+            .iter()
+            .rev()
+            .find(|id| matches!(self.get(**id).body, Body::Dir(_)))
+            .copied()
+            .unwrap_or(ROOT);
+        self.name(self.get(dir).group).to_string()
+    }
+
+    /// The file and its full path, for ids the block map holds.
+    pub fn resolve_id(&self, p: &str) -> FsResult<InodeId> {
+        self.resolve(p, None)
     }
 
     pub fn is_superuser(&self, c: &Caller) -> bool {

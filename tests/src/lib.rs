@@ -18,6 +18,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub use hstack_coord;
+pub use hstack_dfs;
+pub use hstack_proto::dfs as hstack_proto_dfs;
+
+pub mod dfs;
+pub use dfs::DfsCluster;
 
 /// The `hstack` binary under test.
 pub fn hstack_bin() -> PathBuf {
@@ -173,16 +178,11 @@ impl Proc {
         if self.is_running() {
             bail!("{} {} is still running", self.role, self.id);
         }
-        for (key, flag) in [
-            ("client", "--client-addr"),
-            ("raft", "--raft-addr"),
-            ("http", "--http-addr"),
-        ] {
-            if let Some(a) = self.addrs.get(key) {
-                let a = a.to_string();
-                if let Some(i) = self.args.iter().position(|x| x == flag) {
-                    self.args[i + 1] = a;
-                }
+        // Every announced address `KEY` was bound through `--KEY-addr`.
+        for (key, a) in &self.addrs {
+            let flag = format!("--{key}-addr");
+            if let Some(i) = self.args.iter().position(|x| *x == flag) {
+                self.args[i + 1] = a.to_string();
             }
         }
         self.spawn()?;
@@ -408,11 +408,11 @@ pub fn hstack(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
     ))
 }
 
-/// Starts `hstack ARGS…` in the background, its stdout piped.
+/// Starts `hstack ARGS…` in the background, its stdin and stdout piped.
 pub fn hstack_spawn(args: &[&str]) -> anyhow::Result<Child> {
     Ok(Command::new(hstack_bin())
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?)

@@ -35,7 +35,8 @@ fn local_cluster_up_use_down_and_up_again() {
     );
     let js: serde_json::Value =
         serde_json::from_str(&run(&["local", "status", "--dir", d, "--json"])).unwrap();
-    assert_eq!(js["daemons"].as_array().unwrap().len(), 3);
+    // 3 coordination members, a namenode, 6 datanodes.
+    assert_eq!(js["daemons"].as_array().unwrap().len(), 10);
     assert!(
         js["daemons"]
             .as_array()
@@ -44,6 +45,35 @@ fn local_cluster_up_use_down_and_up_again() {
             .all(|d| d["ready"] == true),
         "{js}"
     );
+
+    // the file system: put, ls, cat, and the admin report
+    let src = dir.path().join("hello.txt");
+    std::fs::write(&src, "hello, file system\n").unwrap();
+    run(&["dfs", "--cluster", d, "mkdir", "-p", "/user/demo"]);
+    run(&[
+        "dfs",
+        "--cluster",
+        d,
+        "put",
+        src.to_str().unwrap(),
+        "/user/demo/",
+    ]);
+    let ls = run(&["dfs", "--cluster", d, "ls", "/user/demo"]);
+    assert!(ls.contains("/user/demo/hello.txt"), "{ls}");
+    assert_eq!(
+        run(&["dfs", "--cluster", d, "cat", "/user/demo/hello.txt"]),
+        "hello, file system\n"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&run(&["admin", "--cluster", d, "report", "--json"])).unwrap();
+    assert_eq!(js["datanodes"].as_array().unwrap().len(), 6, "{js}");
+    let racks: std::collections::HashSet<&str> = js["datanodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rack"].as_str().unwrap())
+        .collect();
+    assert_eq!(racks.len(), 2, "{js}");
 
     // bad input through the CLI: clear error, non-zero exit
     let (ok, _, err) = hstack(&["zk", "--cluster", d, "create", "no-slash"]).unwrap();
@@ -69,8 +99,15 @@ fn local_cluster_up_use_down_and_up_again() {
         run(&["zk", "--cluster", d, "get", "/hello"]).trim(),
         "world"
     );
+    assert_eq!(
+        run(&["dfs", "--cluster", d, "cat", "/user/demo/hello.txt"]),
+        "hello, file system\n"
+    );
     run(&["local", "down", "--dir", d]);
-    for id in 1..=3 {
-        hstack_tests::check_log(&dir.path().join(format!("coord-{id}.log")), &[]).unwrap();
+    let mut logs: Vec<String> = (1..=3).map(|id| format!("coord-{id}.log")).collect();
+    logs.push("namenode-nn.log".into());
+    logs.extend((1..=6).map(|i| format!("datanode-dn{i}.log")));
+    for l in logs {
+        hstack_tests::check_log(&dir.path().join(l), &[]).unwrap();
     }
 }

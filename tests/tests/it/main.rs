@@ -2,4 +2,6 @@
 
 mod coord;
 mod coord_failures;
+mod dfs;
+mod dfs_failures;
 mod local_cluster;

@@ -1,0 +1,335 @@
+//! `hstack admin …`: the file system's administration (`hdfs dfsadmin`
+//! and `hdfs fsck` in HDFS).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use hstack_proto::dfs as pb;
+use serde_json::json;
+
+use crate::dfs::{human_bytes, ExitStatus, NnEndpoint};
+use crate::output;
+
+#[derive(Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    endpoint: NnEndpoint,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: AdminCmd,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Capacity, datanodes by rack, and block health.
+    Report,
+    /// Check the files under a path: blocks, replicas, racks, problems.
+    /// Exits 1 when a block is missing or corrupt.
+    Fsck {
+        #[arg(default_value = "/")]
+        path: String,
+        /// List each file.
+        #[arg(long)]
+        files: bool,
+        /// List each block of each file (implies --files).
+        #[arg(long)]
+        blocks: bool,
+        /// Show each block's replicas and racks (implies --blocks).
+        #[arg(long)]
+        locations: bool,
+    },
+    /// Safe mode: `get`, `enter`, `leave`, or `wait` (until it is off).
+    Safemode { action: String },
+    /// Drain datanodes (by id or transfer address) before they leave.
+    Decommission {
+        /// Put them back in service instead.
+        #[arg(long)]
+        recommission: bool,
+        #[arg(required = true)]
+        datanodes: Vec<String>,
+    },
+}
+
+fn dn_json(d: &pb::DatanodeInfo) -> serde_json::Value {
+    json!({
+        "id": d.id, "host": d.host, "rack": d.rack, "state": d.state,
+        "transfer_addr": d.transfer_addr, "rpc_addr": d.rpc_addr, "http_addr": d.http_addr,
+        "capacity": d.capacity, "used": d.used, "remaining": d.remaining,
+        "blocks": d.blocks, "xceivers": d.xceivers, "last_contact_ms": d.last_contact_ms,
+    })
+}
+
+fn report_json(r: &pb::DatanodeReport) -> serde_json::Value {
+    json!({
+        "safe_mode": r.safe_mode,
+        "capacity": r.capacity, "used": r.used, "remaining": r.remaining,
+        "files": r.files, "blocks": r.blocks,
+        "under_replicated": r.under_replicated, "missing": r.missing,
+        "corrupt": r.corrupt, "excess": r.excess,
+        "pending_replication": r.pending_replication,
+        "datanodes": r.datanodes.iter().map(dn_json).collect::<Vec<_>>(),
+    })
+}
+
+fn print_report(r: &pb::DatanodeReport) {
+    let live = r.datanodes.iter().filter(|d| d.state != "dead").count();
+    println!(
+        "Configured capacity: {}  used: {}  remaining: {}",
+        human_bytes(r.capacity),
+        human_bytes(r.used),
+        human_bytes(r.remaining)
+    );
+    println!(
+        "Files: {}  blocks: {}  under-replicated: {}  missing: {}  corrupt: {}  pending replication: {}",
+        r.files, r.blocks, r.under_replicated, r.missing, r.corrupt, r.pending_replication
+    );
+    println!(
+        "Safe mode: {}   Datanodes: {} live, {} dead",
+        if r.safe_mode { "ON" } else { "off" },
+        live,
+        r.datanodes.len() - live
+    );
+    let mut by_rack: BTreeMap<&str, Vec<&pb::DatanodeInfo>> = BTreeMap::new();
+    for d in &r.datanodes {
+        by_rack.entry(d.rack.as_str()).or_default().push(d);
+    }
+    for (rack, nodes) in by_rack {
+        println!("\nRack {rack}:");
+        let rows: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.clone(),
+                    d.transfer_addr.clone(),
+                    d.state.clone(),
+                    human_bytes(d.capacity),
+                    human_bytes(d.used),
+                    human_bytes(d.remaining),
+                    d.blocks.to_string(),
+                    format!("{:.1}s ago", d.last_contact_ms as f64 / 1000.0),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "datanode",
+                "address",
+                "state",
+                "capacity",
+                "used",
+                "remaining",
+                "blocks",
+                "last contact",
+            ],
+            &rows,
+        );
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let c = args.endpoint.connect().await?;
+    let mut nn = c.namenode();
+    let json = args.json;
+    match args.cmd {
+        AdminCmd::Report => {
+            let r = nn.get_datanode_report(pb::Empty {}).await?.into_inner();
+            if json {
+                return output::json(&report_json(&r));
+            }
+            print_report(&r);
+            Ok(())
+        }
+        AdminCmd::Fsck {
+            path,
+            files,
+            blocks,
+            locations,
+        } => {
+            let r = nn
+                .fsck(pb::FsckRequest { path: path.clone() })
+                .await?
+                .into_inner();
+            if json {
+                output::json(&fsck_json(&r))?;
+            } else {
+                print_fsck(
+                    &path,
+                    &r,
+                    files || blocks || locations,
+                    blocks || locations,
+                    locations,
+                );
+            }
+            if r.healthy {
+                Ok(())
+            } else {
+                Err(ExitStatus(1).into())
+            }
+        }
+        AdminCmd::Safemode { action } => {
+            let wait = action == "wait";
+            let act = if wait { "get" } else { action.as_str() };
+            if !["get", "enter", "leave"].contains(&act) {
+                bail!("safemode {action:?}: expected get, enter, leave or wait");
+            }
+            loop {
+                let r = nn
+                    .set_safe_mode(pb::SafeModeRequest {
+                        action: act.to_string(),
+                    })
+                    .await?
+                    .into_inner();
+                if wait && r.on {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                if json {
+                    return output::json(&json!({
+                        "on": r.on, "reason": r.reason,
+                        "blocks_total": r.blocks_total, "blocks_reported": r.blocks_safe,
+                    }));
+                }
+                println!(
+                    "Safe mode is {}{}",
+                    if r.on { "ON" } else { "OFF" },
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({}; {} of {} blocks reported)",
+                            r.reason, r.blocks_safe, r.blocks_total
+                        )
+                    }
+                );
+                return Ok(());
+            }
+        }
+        AdminCmd::Decommission {
+            recommission,
+            datanodes,
+        } => {
+            let r = nn
+                .decommission(pb::DecommissionRequest {
+                    datanodes,
+                    recommission,
+                })
+                .await?
+                .into_inner();
+            if json {
+                return output::json(&report_json(&r));
+            }
+            print_report(&r);
+            Ok(())
+        }
+    }
+}
+
+fn fsck_json(r: &pb::FsckReply) -> serde_json::Value {
+    json!({
+        "healthy": r.healthy,
+        "directories": r.directories,
+        "files": r.files.len(),
+        "total_blocks": r.total_blocks,
+        "under_replicated": r.under_replicated,
+        "mis_replicated": r.mis_replicated,
+        "missing": r.missing,
+        "corrupt": r.corrupt,
+        "file_list": r.files.iter().map(|f| json!({
+            "path": f.path, "length": f.len, "replication": f.replication,
+            "under_construction": f.under_construction,
+            "blocks": f.blocks.iter().map(|b| {
+                let blk = b.block.unwrap_or_default();
+                json!({
+                    "id": blk.id, "gen_stamp": blk.gen_stamp, "length": blk.len,
+                    "replicas": b.replicas.iter().map(|d| json!({
+                        "id": d.id, "rack": d.rack, "addr": d.transfer_addr, "state": d.state,
+                    })).collect::<Vec<_>>(),
+                    "corrupt_on": b.corrupt_on,
+                    "problems": b.problems,
+                })
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_fsck(path: &str, r: &pb::FsckReply, files: bool, blocks: bool, locations: bool) {
+    for f in &r.files {
+        let problems: usize = f.blocks.iter().map(|b| b.problems.len()).sum();
+        if files || problems > 0 {
+            println!(
+                "{} {} bytes, replication {}, {} block(s){}{}",
+                f.path,
+                f.len,
+                f.replication,
+                f.blocks.len(),
+                if f.under_construction {
+                    ", OPEN FOR WRITE"
+                } else {
+                    ""
+                },
+                if problems > 0 { ":" } else { "" }
+            );
+        }
+        for (i, b) in f.blocks.iter().enumerate() {
+            if !blocks && b.problems.is_empty() {
+                continue;
+            }
+            let blk = b.block.unwrap_or_default();
+            let mut line = format!(
+                "  {i}. blk_{}_{} len={} live_repl={}",
+                blk.id,
+                blk.gen_stamp,
+                blk.len,
+                b.replicas.len()
+            );
+            if locations {
+                let locs: Vec<String> = b
+                    .replicas
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} ({}{})",
+                            d.transfer_addr,
+                            d.rack,
+                            if d.state == "live" {
+                                String::new()
+                            } else {
+                                format!(", {}", d.state)
+                            }
+                        )
+                    })
+                    .collect();
+                line.push_str(&format!(" [{}]", locs.join(", ")));
+            }
+            println!("{line}");
+            for p in &b.problems {
+                println!("     {p}");
+            }
+        }
+    }
+    println!();
+    println!("Status: {}", if r.healthy { "HEALTHY" } else { "CORRUPT" });
+    output::table(
+        &["", "count"],
+        &[
+            vec!["Total dirs".into(), r.directories.to_string()],
+            vec!["Total files".into(), r.files.len().to_string()],
+            vec!["Total blocks".into(), r.total_blocks.to_string()],
+            vec![
+                "Under-replicated blocks".into(),
+                r.under_replicated.to_string(),
+            ],
+            vec!["Mis-replicated blocks".into(), r.mis_replicated.to_string()],
+            vec!["Missing blocks".into(), r.missing.to_string()],
+            vec!["Corrupt blocks".into(), r.corrupt.to_string()],
+        ],
+    );
+    println!(
+        "The filesystem under path '{path}' is {}",
+        if r.healthy { "HEALTHY" } else { "CORRUPT" }
+    );
+}

@@ -1,0 +1,346 @@
+//! The file system client: namespace calls to the namenode, and file
+//! streams that move block data straight to and from datanodes
+//! ([`FileWriter`], [`FileReader`]).
+
+mod input;
+mod output;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use hstack_proto::dfs as pb;
+use hstack_proto::dfs::namenode_client::NamenodeClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use input::FileReader;
+pub use output::FileWriter;
+
+use crate::error::{FsError, FsResult, Kind};
+
+/// Who the client is and where it runs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The user every call runs as (HSTACK_USER, else $USER).
+    pub user: String,
+    pub groups: Vec<String>,
+    /// The host the namenode should consider the client on, for
+    /// writer-local placement and nearest-first reads; empty = the address
+    /// its calls come from.
+    pub host: String,
+    /// How often an open writer renews its lease.
+    pub lease_renew: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            user: env("HSTACK_USER")
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "hstack".into()),
+            groups: env("HSTACK_GROUPS")
+                .map(|g| g.split(',').map(|s| s.trim().to_string()).collect())
+                .unwrap_or_default(),
+            host: env("HSTACK_CLIENT_HOST").unwrap_or_default(),
+            lease_renew: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Options of a new file.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    pub overwrite: bool,
+    /// 0 = the namenode's default.
+    pub replication: u32,
+    /// 0 = the namenode's default.
+    pub block_size: u64,
+    /// 0 = 0644.
+    pub permission: u32,
+    pub create_parent: bool,
+}
+
+struct Inner {
+    nn: NamenodeClient<Channel>,
+    opts: ClientOptions,
+    client_name: String,
+    open_writers: AtomicUsize,
+}
+
+/// A connection to one namenode; cheap to clone.
+#[derive(Clone)]
+pub struct DfsClient {
+    inner: Arc<Inner>,
+}
+
+impl DfsClient {
+    /// `namenode` is `host:port` of its RPC address.
+    pub async fn connect(namenode: &str, opts: ClientOptions) -> FsResult<Self> {
+        let ep = Endpoint::from_shared(format!("http://{namenode}"))
+            .map_err(|e| FsError::invalid(format!("namenode address {namenode:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let ch = ep.connect().await.map_err(|e| {
+            FsError::new(
+                Kind::Unavailable,
+                format!("cannot reach the namenode at {namenode}: {e}"),
+            )
+        })?;
+        let nn = NamenodeClient::new(ch)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        let client_name = format!(
+            "hstack-client-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let inner = Arc::new(Inner {
+            nn,
+            opts,
+            client_name,
+            open_writers: AtomicUsize::new(0),
+        });
+        tokio::spawn(renew_leases(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// The raw namenode stub, for administrative calls.
+    pub fn namenode(&self) -> NamenodeClient<Channel> {
+        self.inner.nn.clone()
+    }
+
+    pub fn client_name(&self) -> &str {
+        &self.inner.client_name
+    }
+
+    pub fn user(&self) -> &str {
+        &self.inner.opts.user
+    }
+
+    pub(crate) fn caller(&self) -> Option<pb::Caller> {
+        Some(pb::Caller {
+            user: self.inner.opts.user.clone(),
+            groups: self.inner.opts.groups.clone(),
+            client_name: self.inner.client_name.clone(),
+            host: self.inner.opts.host.clone(),
+        })
+    }
+
+    fn path_req(&self, path: &str) -> pb::PathRequest {
+        pb::PathRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+        }
+    }
+
+    pub async fn mkdirs(
+        &self,
+        path: &str,
+        permission: u32,
+        parents: bool,
+    ) -> FsResult<pb::FileStatus> {
+        let r = self
+            .namenode()
+            .mkdirs(pb::MkdirsRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                permission,
+                create_parent: parents,
+            })
+            .await?;
+        r.into_inner()
+            .status
+            .ok_or_else(|| FsError::new(Kind::Io, "mkdirs returned no status"))
+    }
+
+    /// `None` when nothing is at `path`.
+    pub async fn stat(&self, path: &str) -> FsResult<Option<pb::FileStatus>> {
+        Ok(self
+            .namenode()
+            .get_file_info(self.path_req(path))
+            .await?
+            .into_inner()
+            .status)
+    }
+
+    /// A directory's entries (a file lists as itself), every page.
+    pub async fn list(&self, path: &str) -> FsResult<Vec<pb::FileStatus>> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .namenode()
+                .get_listing(pb::GetListingRequest {
+                    caller: self.caller(),
+                    path: path.to_string(),
+                    start_after: after.clone(),
+                    limit: 1000,
+                })
+                .await?
+                .into_inner();
+            let last = page.entries.last().map(|e| e.path.clone());
+            out.extend(page.entries);
+            match last {
+                Some(l) if page.remaining > 0 => {
+                    after = l.rsplit('/').next().unwrap_or_default().to_string();
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn delete(&self, path: &str, recursive: bool) -> FsResult<()> {
+        self.namenode()
+            .delete(pb::DeleteRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                recursive,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, src: &str, dst: &str) -> FsResult<()> {
+        self.namenode()
+            .rename(pb::RenameRequest {
+                caller: self.caller(),
+                src: src.to_string(),
+                dst: dst.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_replication(&self, path: &str, replication: u32) -> FsResult<()> {
+        self.namenode()
+            .set_replication(pb::SetReplicationRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                replication,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_permission(&self, path: &str, permission: u32) -> FsResult<()> {
+        self.namenode()
+            .set_permission(pb::SetPermissionRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                permission,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_owner(&self, path: &str, owner: &str, group: &str) -> FsResult<()> {
+        self.namenode()
+            .set_owner(pb::SetOwnerRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                owner: owner.to_string(),
+                group: group.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// -1 leaves a time as it is.
+    pub async fn set_times(&self, path: &str, mtime_ms: i64, atime_ms: i64) -> FsResult<()> {
+        self.namenode()
+            .set_times(pb::SetTimesRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                mtime_ms,
+                atime_ms,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn content_summary(&self, path: &str) -> FsResult<pb::ContentSummary> {
+        Ok(self
+            .namenode()
+            .get_content_summary(self.path_req(path))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn block_locations(
+        &self,
+        path: &str,
+        offset: u64,
+        length: u64,
+    ) -> FsResult<pb::LocatedBlocks> {
+        Ok(self
+            .namenode()
+            .get_block_locations(pb::GetBlockLocationsRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                offset,
+                length,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates a file and opens it for writing.
+    pub async fn create(&self, path: &str, o: &CreateOptions) -> FsResult<FileWriter> {
+        let st = self
+            .namenode()
+            .create(pb::CreateRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                permission: o.permission,
+                overwrite: o.overwrite,
+                create_parent: o.create_parent,
+                replication: o.replication,
+                block_size: o.block_size,
+            })
+            .await?
+            .into_inner()
+            .status
+            .ok_or_else(|| FsError::new(Kind::Io, "create returned no status"))?;
+        self.inner.open_writers.fetch_add(1, Ordering::SeqCst);
+        Ok(FileWriter::new(self.clone(), st))
+    }
+
+    pub(crate) fn writer_closed(&self) {
+        self.inner.open_writers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Opens a file for reading.
+    pub async fn open(&self, path: &str) -> FsResult<FileReader> {
+        FileReader::open(self.clone(), path).await
+    }
+}
+
+/// Renews the client's lease while it has files open for writing; ends
+/// with the client.
+async fn renew_leases(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.opts.lease_renew,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(i) = inner.upgrade() else { return };
+        if i.open_writers.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        let req = pb::RenewLeaseRequest {
+            caller: Some(pb::Caller {
+                user: i.opts.user.clone(),
+                groups: i.opts.groups.clone(),
+                client_name: i.client_name.clone(),
+                host: i.opts.host.clone(),
+            }),
+        };
+        let mut nn = i.nn.clone();
+        drop(i);
+        if let Err(e) = nn.renew_lease(req).await {
+            tracing::warn!("cannot renew the write lease: {}", e.message());
+        }
+    }
+}

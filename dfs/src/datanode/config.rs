@@ -1,0 +1,204 @@
+//! `hstack datanode` configuration: keys, defaults and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Every key of a datanode (`--print-default-config` prints them).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatanodeConfig {
+    /// This datanode's id, unique in the cluster. Empty: a random id is made
+    /// on first start and kept in the first data directory (`datanode_id`),
+    /// so a restarted datanode is the same node to the namenode.
+    pub id: String,
+    /// Directories (disks) holding replicas, used round-robin.
+    pub data_dirs: Vec<String>,
+    /// `host:port` of the namenode's RPC server.
+    pub namenode: String,
+    /// Data transfer server (block reads and write pipelines).
+    pub transfer_addr: String,
+    /// gRPC server (replica recovery, visible length).
+    pub rpc_addr: String,
+    /// /metrics, /healthz, /readyz, status page.
+    pub http_addr: String,
+    /// Host clients and other datanodes use to reach this one; empty = the
+    /// bound IP (or the hostname when bound to 0.0.0.0).
+    pub advertise_host: String,
+    /// This node's rack, for placement (`/dc/rack` style paths).
+    pub rack: String,
+    /// The block scanner re-verifies every finalized replica this often,
+    /// spreading a pass over the period.
+    pub scan_period_ms: u64,
+    /// fsync a replica's files when it is finalized (HDFS's
+    /// `dfs.datanode.synconclose`). Off by default, as in HDFS: a replica
+    /// lives on several machines, and the page cache reaches disk soon.
+    pub sync_on_close: bool,
+    /// Runtime worker threads; 0 = one per core.
+    pub worker_threads: usize,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+impl Default for DatanodeConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            data_dirs: vec!["./data/datanode".into()],
+            namenode: "127.0.0.1:8020".into(),
+            transfer_addr: "0.0.0.0:9866".into(),
+            rpc_addr: "0.0.0.0:9867".into(),
+            http_addr: "0.0.0.0:9864".into(),
+            advertise_host: String::new(),
+            rack: "/default-rack".into(),
+            scan_period_ms: 6 * 3600 * 1000,
+            sync_on_close: false,
+            worker_threads: 0,
+            log_format: "human".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Flags of `hstack datanode`; each overrides the key of the same name.
+#[derive(clap::Args, Clone, Debug, Default, Serialize)]
+pub struct DatanodeFlags {
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Comma-separated directories.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dirs: Option<Vec<String>>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namenode: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_addr: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_addr: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_host: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan_period_ms: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_on_close: Option<bool>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl DatanodeConfig {
+    pub fn data_paths(&self) -> Vec<PathBuf> {
+        self.data_dirs.iter().map(PathBuf::from).collect()
+    }
+
+    /// Checks what serde cannot: ranges and address syntax.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("id = {:?} must not contain whitespace", self.id));
+        }
+        if self.data_dirs.is_empty() || self.data_dirs.iter().any(|d| d.trim().is_empty()) {
+            return Err("data_dirs needs at least one directory and no empty entries".into());
+        }
+        for (k, v) in [
+            ("transfer_addr", &self.transfer_addr),
+            ("rpc_addr", &self.rpc_addr),
+            ("http_addr", &self.http_addr),
+        ] {
+            if v.parse::<SocketAddr>().is_err() {
+                return Err(format!("{k} = {v:?} is not an IP:PORT address"));
+            }
+        }
+        match self.namenode.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return Err(format!(
+                    "namenode = {:?} is not a HOST:PORT address",
+                    self.namenode
+                ))
+            }
+        }
+        if !self.rack.starts_with('/') || self.rack.contains(char::is_whitespace) {
+            return Err(format!(
+                "rack = {:?}: expected a path such as /default-rack",
+                self.rack
+            ));
+        }
+        if self.scan_period_ms == 0 {
+            return Err("scan_period_ms must be > 0".into());
+        }
+        if !["human", "json"].contains(&self.log_format.as_str()) {
+            return Err(format!(
+                "log_format = {:?}: expected human or json",
+                self.log_format
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        DatanodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let bad = [
+            DatanodeConfig {
+                transfer_addr: "nowhere".into(),
+                ..Default::default()
+            },
+            DatanodeConfig {
+                namenode: "8020".into(),
+                ..Default::default()
+            },
+            DatanodeConfig {
+                data_dirs: vec![],
+                ..Default::default()
+            },
+            DatanodeConfig {
+                rack: "rack1".into(),
+                ..Default::default()
+            },
+            DatanodeConfig {
+                scan_period_ms: 0,
+                ..Default::default()
+            },
+        ];
+        let keys = [
+            "transfer_addr",
+            "namenode",
+            "data_dirs",
+            "rack",
+            "scan_period_ms",
+        ];
+        for (c, k) in bad.iter().zip(keys) {
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(k), "{e}");
+        }
+    }
+}

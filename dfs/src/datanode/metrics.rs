@@ -1,0 +1,93 @@
+//! The datanode's metrics, registered in the registry a datanode is given
+//! (never the global one), so in-process datanodes keep their own.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+#[derive(Clone)]
+pub struct DatanodeMetrics {
+    pub bytes_written_total: IntCounter,
+    pub bytes_read_total: IntCounter,
+    pub blocks_written_total: IntCounter,
+    pub blocks_read_total: IntCounter,
+    pub blocks_replicated_total: IntCounter,
+    pub blocks_deleted_total: IntCounter,
+    pub blocks_recovered_total: IntCounter,
+    pub write_errors_total: IntCounter,
+    pub read_errors_total: IntCounter,
+    pub scanner_blocks_verified_total: IntCounter,
+    pub scanner_corrupt_total: IntCounter,
+    pub heartbeat_failures_total: IntCounter,
+    /// Open data transfer connections (HDFS's xceiver count).
+    pub xceivers: IntGauge,
+    pub replicas: IntGauge,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    // Registering twice in one registry means two datanodes share it: a bug.
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once per registry");
+    c
+}
+
+impl DatanodeMetrics {
+    pub fn new(r: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            reg(
+                r,
+                IntCounter::new(format!("hstack_datanode_{name}"), help).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            reg(
+                r,
+                IntGauge::new(format!("hstack_datanode_{name}"), help).expect("valid metric"),
+            )
+        };
+        Self {
+            bytes_written_total: counter(
+                "bytes_written_total",
+                "Block bytes stored by write pipelines and replication",
+            ),
+            bytes_read_total: counter("bytes_read_total", "Block bytes sent to readers"),
+            blocks_written_total: counter(
+                "blocks_written_total",
+                "Replicas finalized by write pipelines",
+            ),
+            blocks_read_total: counter("blocks_read_total", "Block reads served to the end"),
+            blocks_replicated_total: counter(
+                "blocks_replicated_total",
+                "Replicas this node copied to other datanodes on the namenode's command",
+            ),
+            blocks_deleted_total: counter(
+                "blocks_deleted_total",
+                "Replicas deleted on the namenode's command",
+            ),
+            blocks_recovered_total: counter(
+                "blocks_recovered_total",
+                "Lease recoveries this node led to a commit",
+            ),
+            write_errors_total: counter(
+                "write_errors_total",
+                "Write pipelines that failed here (disk, checksum, protocol, downstream)",
+            ),
+            read_errors_total: counter(
+                "read_errors_total",
+                "Block reads that failed here (missing replica, disk, peer gone)",
+            ),
+            scanner_blocks_verified_total: counter(
+                "scanner_blocks_verified_total",
+                "Replicas re-verified by the block scanner",
+            ),
+            scanner_corrupt_total: counter(
+                "scanner_corrupt_total",
+                "Corrupt replicas the block scanner found",
+            ),
+            heartbeat_failures_total: counter(
+                "heartbeat_failures_total",
+                "Heartbeats the namenode did not answer",
+            ),
+            xceivers: gauge("xceivers", "Open data transfer connections"),
+            replicas: gauge("replicas", "Replicas held, finalized or being written"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The namenode's background work, on one timer: dead datanodes, the end
+//! of start-up safe mode, the replication monitor, decommissioning, lease
+//! expiry and recovery, checkpoints, and the gauges.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hstack_daemon::Shutdown;
+
+use super::{checkpoint, duration_ms, Namenode, State};
+
+const TICK: Duration = Duration::from_millis(200);
+
+pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
+    let mut last_replication = Instant::now();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let now = Instant::now();
+        let replication_due =
+            now.duration_since(last_replication) >= duration_ms(nn.cfg.replication_interval_ms);
+        if replication_due {
+            last_replication = now;
+        }
+        {
+            let mut st = nn.lock();
+            let dead = st
+                .bm
+                .check_dead(now, duration_ms(nn.cfg.dead_node_timeout_ms));
+            for id in dead {
+                tracing::warn!(datanode = %id, "datanode declared dead; its replicas will be copied elsewhere");
+            }
+            nn.safe_mode_tick(&mut st, now);
+            nn.lease_tick(&mut st, now);
+            if replication_due {
+                nn.replication_tick(&mut st, now);
+            }
+        }
+        if nn.checkpoint_due(now) {
+            let n = nn.clone();
+            let r = tokio::task::spawn_blocking(move || checkpoint(&n)).await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("checkpoint failed: {e:#}"),
+                Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Namenode {
+    fn checkpoint_due(&self, now: Instant) -> bool {
+        let (txid, at) = *self.last_checkpoint.lock().expect("lock");
+        let last = self.log.last_txid();
+        last > txid
+            && (last - txid >= self.cfg.checkpoint_txns
+                || now.duration_since(at) >= Duration::from_secs(self.cfg.checkpoint_period_s))
+    }
+
+    fn safe_mode_tick(&self, st: &mut State, now: Instant) {
+        if !st.safe.startup {
+            return;
+        }
+        let (total, safe) = st.safe_counts();
+        let reached = total == 0 || safe as f64 >= total as f64 * self.cfg.safemode_threshold;
+        if !reached {
+            st.safe.reached = None;
+            return;
+        }
+        let since = *st.safe.reached.get_or_insert(now);
+        if now.duration_since(since) >= duration_ms(self.cfg.safemode_extension_ms) {
+            st.safe.startup = false;
+            tracing::info!(
+                blocks = total,
+                reported = safe,
+                "leaving safe mode: enough blocks have been reported"
+            );
+        }
+    }
+
+    fn lease_tick(&self, st: &mut State, now: Instant) {
+        let hard = duration_ms(self.cfg.lease_hard_limit_ms);
+        let mut files = Vec::new();
+        for (client, l) in &st.leases {
+            if now.duration_since(l.renewed) >= hard {
+                tracing::warn!(client = %client, files = l.files.len(), "lease expired (hard limit); recovering its files");
+                files.extend(l.files.iter().copied());
+            }
+        }
+        // A recovery that has not finished (its primary died, say) starts
+        // again with a new stamp.
+        let retry = duration_ms((self.cfg.heartbeat_ms as u64 * 5).max(10_000));
+        for (inode, since) in &st.recovering {
+            if now.duration_since(*since) >= retry {
+                files.push(*inode);
+            }
+        }
+        files.sort_unstable();
+        files.dedup();
+        for inode in files {
+            if let Err(e) = self.start_recovery(st, inode, now) {
+                tracing::error!(inode, "lease recovery failed to start: {e}");
+            }
+        }
+    }
+
+    fn replication_tick(&self, st: &mut State, now: Instant) {
+        if !st.in_safe_mode() {
+            let State { ns, bm, rng, .. } = st;
+            let expected = |id, inode| super::expected(ns, id, inode);
+            let n = bm.replication_pass(
+                rng,
+                expected,
+                now,
+                duration_ms(self.cfg.pending_replication_timeout_ms),
+                self.cfg.replication_work_per_pass,
+            );
+            bm.check_decommission(expected);
+            self.metrics.replications_scheduled.inc_by(n as u64);
+        }
+        self.update_gauges(st);
+    }
+
+    pub(crate) fn update_gauges(&self, st: &State) {
+        let m = &self.metrics;
+        let h = st.bm.health(st.expected_fn());
+        m.blocks.set(h.blocks as i64);
+        m.under_replicated.set(h.under_replicated as i64);
+        m.missing.set(h.missing as i64);
+        m.corrupt.set(h.corrupt as i64);
+        m.pending_replication.set(h.pending_replication as i64);
+        let live: Vec<_> = st.bm.nodes.iter().filter(|n| n.alive).collect();
+        m.live_datanodes.set(live.len() as i64);
+        m.dead_datanodes
+            .set((st.bm.nodes.len() - live.len()) as i64);
+        m.decommissioning_datanodes.set(
+            live.iter()
+                .filter(|n| n.admin == crate::blockmap::AdminState::Decommissioning)
+                .count() as i64,
+        );
+        m.capacity.set(live.iter().map(|n| n.capacity as i64).sum());
+        m.remaining
+            .set(live.iter().map(|n| n.remaining as i64).sum());
+        m.safe_mode.set(st.in_safe_mode() as i64);
+        m.open_leases.set(st.leases.len() as i64);
+        m.inodes.set(st.ns.inode_count() as i64);
+        m.files.set(st.ns.files().count() as i64);
+        m.last_txid.set(st.ns.txid as i64);
+    }
+}

@@ -1,0 +1,351 @@
+//! The file system with real processes: a namenode and six datanodes on
+//! two racks, small blocks.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
+use hstack_tests::hstack_dfs::placement::max_per_rack;
+use hstack_tests::hstack_dfs::Kind;
+use hstack_tests::{dfs::dn_host, hstack, wait_for, DfsCluster};
+
+const B: u64 = DfsCluster::BLOCK;
+
+fn data(len: u64, seed: u64) -> Vec<u8> {
+    hstack_tests::dfs::pattern(len, seed)
+}
+
+async fn put(c: &DfsClient, path: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut w = c
+        .create(
+            path,
+            &CreateOptions {
+                create_parent: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    // Odd-sized writes: packets and blocks must not depend on them.
+    for piece in bytes.chunks(70_001) {
+        w.write(piece).await?;
+    }
+    w.close().await?;
+    Ok(())
+}
+
+async fn read(c: &DfsClient, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut r = c.open(path).await?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+/// Every block: replicas on distinct nodes, on ≥ 2 racks (when it has ≥ 2
+/// replicas), at most the per-rack cap on one rack.
+async fn check_placement(c: &DfsClient, path: &str, racks: usize) -> anyhow::Result<()> {
+    let lbs = c.block_locations(path, 0, 0).await?;
+    for b in &lbs.blocks {
+        let nodes: HashSet<&str> = b.locs.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(nodes.len(), b.locs.len(), "two replicas on one node: {b:?}");
+        let mut per_rack = std::collections::HashMap::new();
+        for l in &b.locs {
+            *per_rack.entry(l.rack.as_str()).or_insert(0usize) += 1;
+        }
+        if b.locs.len() >= 2 {
+            assert!(per_rack.len() >= 2, "{path}: block on one rack: {b:?}");
+        }
+        let cap = max_per_rack(b.locs.len(), racks);
+        assert!(
+            per_rack.values().all(|n| *n <= cap),
+            "{path}: per-rack cap {cap} broken: {per_rack:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_and_placement() -> anyhow::Result<()> {
+    let cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    let sizes = [0, 1, 511, 512, 513, B - 1, B, B + 1, 3 * B + 4321];
+    for (i, len) in sizes.iter().enumerate() {
+        let path = format!("/rt/f{len}");
+        let bytes = data(*len, i as u64);
+        put(&c, &path, &bytes).await?;
+        let back = read(&c, &path).await?;
+        assert!(
+            back == bytes,
+            "{path}: {} bytes back, {} written",
+            back.len(),
+            bytes.len()
+        );
+        let st = c.stat(&path).await?.expect("exists");
+        assert_eq!(
+            (st.len, st.replication, st.under_construction),
+            (*len, 3, false)
+        );
+        let lbs = c.block_locations(&path, 0, 0).await?;
+        assert_eq!(lbs.blocks.len() as u64, len.div_ceil(B), "{path}");
+        for b in &lbs.blocks {
+            assert_eq!(b.locs.len(), 3, "{path}: {b:?}");
+        }
+        check_placement(&c, &path, 2).await?;
+    }
+    // A range read in the middle of the multi-block file.
+    let big = data(3 * B + 4321, 8);
+    let mut r = c.open(&format!("/rt/f{}", 3 * B + 4321)).await?;
+    r.seek(B - 100)?;
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        got.extend_from_slice(&r.read_chunk().await?.expect("more data"));
+    }
+    assert_eq!(&got[..300], &big[(B - 100) as usize..(B + 200) as usize]);
+
+    // Writer-local: a client on datanode 3's host gets the first replica there.
+    let local = cluster.client_as(None, Some(&dn_host(2))).await?;
+    put(&local, "/rt/local", &data(2 * B + 1, 9)).await?;
+    let lbs = local.block_locations("/rt/local", 0, 0).await?;
+    for b in &lbs.blocks {
+        assert!(
+            b.locs.iter().any(|l| l.id == "dn3"),
+            "writer-local replica missing: {b:?}"
+        );
+        assert_eq!(b.locs[0].id, "dn3", "the local replica is read first");
+    }
+    check_placement(&local, "/rt/local", 2).await?;
+
+    // The CLI: put/get a file, ls, fsck.
+    let tmp = cluster.dir.path().join("cli-in");
+    std::fs::write(&tmp, data(B + 7, 10))?;
+    let nn = cluster.nn.addr("rpc");
+    let (ok, _, err) = hstack(&[
+        "dfs",
+        "--namenode",
+        &nn,
+        "put",
+        tmp.to_str().unwrap(),
+        "/cli/in",
+    ])?;
+    assert!(
+        !ok && err.contains("no such file"),
+        "put into a missing dir fails: {err}"
+    );
+    hstack(&["dfs", "--namenode", &nn, "mkdir", "-p", "/cli"])?;
+    let (ok, _, err) = hstack(&[
+        "dfs",
+        "--namenode",
+        &nn,
+        "put",
+        tmp.to_str().unwrap(),
+        "/cli/in",
+    ])?;
+    assert!(ok, "{err}");
+    let out = cluster.dir.path().join("cli-out");
+    let (ok, _, err) = hstack(&[
+        "dfs",
+        "--namenode",
+        &nn,
+        "get",
+        "/cli/in",
+        out.to_str().unwrap(),
+    ])?;
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&out)?, data(B + 7, 10));
+    let (ok, json, err) = hstack(&["admin", "--namenode", &nn, "fsck", "/", "--json"])?;
+    assert!(ok, "fsck: {err}");
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["files"], sizes.len() + 2);
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()> {
+    let cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    c.mkdirs("/d/sub", 0, true).await?;
+    put(&c, "/d/f", &data(1000, 1)).await?;
+    c.set_permission("/d", 0o755).await?;
+    let snapshot = |c: DfsClient| async move {
+        let mut v = Vec::new();
+        for p in ["/", "/d", "/d/sub"] {
+            v.push(format!("{:?}", c.list(p).await.unwrap()));
+        }
+        v
+    };
+    let before = snapshot(c.clone()).await;
+    let expect = |r: Result<(), hstack_tests::hstack_dfs::FsError>, kind: Kind, words: &str| {
+        let e = r.expect_err("must fail");
+        assert_eq!(e.kind, kind, "{e}");
+        assert!(e.message.contains(words), "{e} lacks {words:?}");
+    };
+    for bad in ["a", "//", "/a/./b", "/a/../b", "/a\0b", ""] {
+        match c.mkdirs(bad, 0, true).await {
+            Ok(st) => panic!("{bad:?} was accepted: {st:?}"),
+            Err(e) => assert_eq!(e.kind, Kind::InvalidPath, "{bad:?}: {e}"),
+        }
+    }
+    let over = c
+        .create(
+            "/d/sub",
+            &CreateOptions {
+                overwrite: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    expect(over.map(|_| ()), Kind::IsDirectory, "is a directory");
+    expect(
+        c.delete("/d", false).await,
+        Kind::DirectoryNotEmpty,
+        "not empty",
+    );
+    let w = c
+        .create(
+            "/d/r",
+            &CreateOptions {
+                replication: 7,
+                ..Default::default()
+            },
+        )
+        .await;
+    expect(
+        w.map(|_| ()),
+        Kind::InvalidArgument,
+        "more than the 6 datanodes",
+    );
+    expect(
+        c.set_replication("/d/f", 9).await,
+        Kind::InvalidArgument,
+        "datanodes",
+    );
+    expect(
+        c.set_replication("/d/f", 0).await,
+        Kind::InvalidArgument,
+        "at least 1",
+    );
+    let mut r = c.open("/d/f").await?;
+    expect(r.seek(1001), Kind::InvalidArgument, "past the end");
+    expect(
+        c.open("/nope").await.map(|_| ()),
+        Kind::FileNotFound,
+        "/nope",
+    );
+    // Permission: alice cannot write in the superuser's 0755 directory.
+    let alice = cluster.client_as(Some("alice"), None).await?;
+    let w = alice.create("/d/alice", &CreateOptions::default()).await;
+    expect(w.map(|_| ()), Kind::PermissionDenied, "user=alice");
+    expect(
+        alice.delete("/d/f", false).await,
+        Kind::PermissionDenied,
+        "alice",
+    );
+    // Safe mode refuses writes.
+    let mut nn = c.namenode();
+    nn.set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
+        action: "enter".into(),
+    })
+    .await?;
+    let w = c.create("/d/safe", &CreateOptions::default()).await;
+    expect(w.map(|_| ()), Kind::SafeMode, "safe mode");
+    expect(
+        c.mkdirs("/d/x", 0, false).await.map(|_| ()),
+        Kind::SafeMode,
+        "safe mode",
+    );
+    nn.set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
+        action: "leave".into(),
+    })
+    .await?;
+    assert_eq!(
+        snapshot(c.clone()).await,
+        before,
+        "a refused request changed the namespace"
+    );
+    // The CLI says so too, with a non-zero status.
+    let nnaddr = cluster.nn.addr("rpc");
+    let (ok, _, err) = hstack(&["dfs", "--namenode", &nnaddr, "rm", "/d"])?;
+    assert!(!ok && err.contains("not empty"), "{err}");
+    let src = cluster.dir.path().join("small");
+    std::fs::write(&src, b"x")?;
+    let (ok, _, err) = hstack(&[
+        "dfs",
+        "--namenode",
+        &nnaddr,
+        "put",
+        "--replication",
+        "0",
+        src.to_str().unwrap(),
+        "/d/zero",
+    ])?;
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, _) = hstack(&["dfs", "--namenode", &nnaddr, "test", "-d", "/d/f"])?;
+    assert!(!ok, "test -d on a file");
+    // Garbage on the data transfer port: the datanode stays up.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(cluster.dns[0].addr("transfer"))?;
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n")?;
+    }
+    assert_eq!(read(&c, "/d/f").await?, data(1000, 1));
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(6, 2, &["--checkpoint-txns", "40"]).await?;
+    let c = cluster.client().await?;
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..10_000u64 {
+                let path = format!("/w/{i}");
+                let bytes = data(i * 997 % (2 * B), i);
+                match put(&c, &path, &bytes).await {
+                    Ok(()) => acked.push((path, bytes)),
+                    Err(_) => return (acked, i),
+                }
+            }
+            (acked, 10_000)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.nn.kill9();
+    let (acked, failed_at) = writer.await?;
+    assert!(
+        acked.len() > 5,
+        "only {} files written before the kill",
+        acked.len()
+    );
+    cluster.nn.restart().await?;
+    cluster.wait_live(6).await?;
+    let c = cluster.client().await?;
+    for (path, bytes) in &acked {
+        assert!(
+            read(&c, path).await? == *bytes,
+            "{path} differs after the restart"
+        );
+    }
+    // The file being written when the namenode died: absent, or present
+    // and readable (open, or closed by lease recovery) — never corrupt.
+    let unacked = format!("/w/{failed_at}");
+    if c.stat(&unacked).await?.is_some() {
+        let lbs = c.block_locations(&unacked, 0, 0).await?;
+        assert!(lbs.file_len <= data(failed_at * 997 % (2 * B), failed_at).len() as u64);
+    }
+    // And it takes new writes.
+    put(&c, "/after", b"still here").await?;
+    wait_for(
+        "namenode logs a checkpoint",
+        Duration::from_secs(5),
+        || async {
+            std::fs::read_to_string(&cluster.nn.log)
+                .ok()?
+                .contains("checkpoint saved")
+                .then_some(())
+        },
+    )
+    .await?;
+    cluster.check_logs()
+}

@@ -1,0 +1,295 @@
+//! The file system when things break: datanodes killed mid-write and at
+//! rest, a replica with flipped bytes, a writer killed mid-file, a node
+//! drained for decommissioning. Real processes, SIGKILL.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
+use hstack_tests::hstack_proto_dfs as pb;
+use hstack_tests::{dfs::dn_host, hstack, hstack_spawn, wait_for, DfsCluster};
+
+const B: u64 = DfsCluster::BLOCK;
+
+fn data(len: u64, seed: u64) -> Vec<u8> {
+    hstack_tests::dfs::pattern(len, seed)
+}
+
+async fn read(c: &DfsClient, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut r = c.open(path).await?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+/// Waits until every block of `path` has `n` replicas on live, in-service
+/// datanodes, on at least two racks; returns how long it took.
+async fn wait_replicated(
+    c: &DfsClient,
+    path: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    wait_for(
+        &format!("{path} back to {n} replicas on two racks"),
+        timeout,
+        || async {
+            let lbs = c.block_locations(path, 0, 0).await.ok()?;
+            let report = c
+                .namenode()
+                .get_datanode_report(pb::Empty {})
+                .await
+                .ok()?
+                .into_inner();
+            let live: HashSet<String> = report
+                .datanodes
+                .iter()
+                .filter(|d| d.state == "live")
+                .map(|d| d.id.clone())
+                .collect();
+            let ok = lbs.blocks.iter().all(|b| {
+                let good: Vec<_> = b.locs.iter().filter(|l| live.contains(&l.id)).collect();
+                let racks: HashSet<&str> = good.iter().map(|l| l.rack.as_str()).collect();
+                good.len() == n && racks.len() >= 2
+            });
+            ok.then_some(())
+        },
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// Waits until the namenode has declared `id` dead.
+async fn wait_dead(c: &DfsClient, id: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{id} declared dead"),
+        Duration::from_secs(30),
+        || async {
+            let r = c
+                .namenode()
+                .get_datanode_report(pb::Empty {})
+                .await
+                .ok()?
+                .into_inner();
+            r.datanodes
+                .iter()
+                .any(|d| d.id == id && d.state == "dead")
+                .then_some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datanode_killed_mid_write_does_not_stop_the_write() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    let bytes = data(6 * B + 999, 1);
+    let mut w = c.create("/f", &CreateOptions::default()).await?;
+    let half = (2 * B + B / 2) as usize;
+    w.write(&bytes[..half]).await?;
+    // The third block's pipeline, as the namenode knows it.
+    let lbs = c.block_locations("/f", 0, 0).await?;
+    let pipeline = lbs.last_block.expect("a block being written").locs;
+    assert_eq!(pipeline.len(), 3);
+    let victim = pipeline[1].id.clone();
+    cluster.dn_by_id(&victim).kill9();
+    for piece in bytes[half..].chunks(50_000) {
+        w.write(piece).await?;
+    }
+    let recoveries = w.recoveries;
+    w.close().await?;
+    assert!(recoveries >= 1, "the pipeline was never rebuilt");
+    assert!(read(&c, "/f").await? == bytes, "read back differs");
+    wait_dead(&c, &victim).await?;
+    let took = wait_replicated(&c, "/f", 3, Duration::from_secs(30)).await?;
+    eprintln!("every block back to 3 replicas {took:?} after the write");
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_replication_restores_the_count_after_a_datanode_dies() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    let bytes = data(4 * B, 2);
+    let mut w = c.create("/g", &CreateOptions::default()).await?;
+    w.write(&bytes).await?;
+    w.close().await?;
+    let lbs = c.block_locations("/g", 0, 0).await?;
+    let victim = lbs.blocks[0].locs[0].id.clone();
+    cluster.dn_by_id(&victim).kill9();
+    wait_dead(&c, &victim).await?;
+    let took = wait_replicated(&c, "/g", 3, Duration::from_secs(30)).await?;
+    eprintln!("re-replicated {took:?} after the kill (dead-node timeout 3 s)");
+    let lbs = c.block_locations("/g", 0, 0).await?;
+    for b in &lbs.blocks {
+        assert!(b.locs.iter().all(|l| l.id != victim), "{b:?}");
+    }
+    assert!(read(&c, "/g").await? == bytes);
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_replica_is_read_around_reported_and_replaced() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(6, 2, &[]).await?;
+    cluster.allowed_errors.push("checksum".into());
+    let c = cluster.client().await?;
+    let bytes = data(B, 3);
+    let mut w = c.create("/h", &CreateOptions::default()).await?;
+    w.write(&bytes).await?;
+    w.close().await?;
+    let lbs = c.block_locations("/h", 0, 0).await?;
+    let b = lbs.blocks[0].clone();
+    let id = b.block.as_ref().expect("block").id;
+    let bad = b.locs[0].id.clone();
+    let n: usize = bad.trim_start_matches("dn").parse()?;
+    // Flip bytes in that replica's block file.
+    let base = cluster.dir.path().join(&bad);
+    let file = ["data1", "data2"]
+        .iter()
+        .map(|d| base.join(d).join(format!("current/finalized/blk_{id}")))
+        .find(|p| p.exists())
+        .expect("the replica's block file");
+    let mut raw = std::fs::read(&file)?;
+    raw[1000] ^= 0xff;
+    raw[70_000] ^= 0x0f;
+    std::fs::write(&file, raw)?;
+    // A reader on that node's host reads that replica first.
+    let near = cluster.client_as(None, Some(&dn_host(n - 1))).await?;
+    let mut r = near.open("/h").await?;
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await?;
+    assert!(got == bytes, "the read must come back right");
+    // Reported (by the reader or the scanner) and replaced.
+    wait_for(
+        "the corrupt replica replaced",
+        Duration::from_secs(30),
+        || async {
+            let lbs = c.block_locations("/h", 0, 0).await.ok()?;
+            let b = &lbs.blocks[0];
+            (b.locs.len() == 3 && b.locs.iter().all(|l| l.id != bad) && !b.corrupt).then_some(())
+        },
+    )
+    .await?;
+    wait_for(
+        "the corrupt copy deleted",
+        Duration::from_secs(30),
+        || async { (!file.exists()).then_some(()) },
+    )
+    .await?;
+    let nn = cluster.nn.addr("rpc");
+    let (ok, out, err) = hstack(&["admin", "--namenode", &nn, "fsck", "/", "--json"])?;
+    assert!(ok, "fsck after repair: {out} {err}");
+    assert!(read(&c, "/h").await? == bytes);
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_recovery_closes_a_file_whose_writer_was_killed() -> anyhow::Result<()> {
+    let cluster = DfsCluster::start(
+        6,
+        2,
+        &[
+            "--lease-soft-limit-ms",
+            "1000",
+            "--lease-hard-limit-ms",
+            "2000",
+        ],
+    )
+    .await?;
+    let nn = cluster.nn.addr("rpc");
+    let bytes = data(2 * B + B / 2, 4);
+    let mut child = hstack_spawn(&["dfs", "--namenode", &nn, "put", "--quiet", "-", "/open"])?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(&bytes)?;
+    stdin.flush()?;
+    let c = cluster.client().await?;
+    // Everything sent: the whole packets of the third block are out.
+    wait_for(
+        "the writer to reach the third block",
+        Duration::from_secs(10),
+        || async {
+            let lbs = c.block_locations("/open", 0, 0).await.ok()?;
+            (lbs.blocks.len() == 3).then_some(())
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill()?;
+    child.wait()?;
+    drop(stdin);
+    wait_for(
+        "lease recovery to close /open",
+        Duration::from_secs(30),
+        || async {
+            let st = c.stat("/open").await.ok()??;
+            (!st.under_construction).then_some(())
+        },
+    )
+    .await?;
+    let back = read(&c, "/open").await?;
+    assert!(
+        back.len() as u64 >= 2 * B,
+        "only {} bytes survived",
+        back.len()
+    );
+    assert!(
+        back == bytes[..back.len()],
+        "the recovered data is not what was written"
+    );
+    eprintln!(
+        "lease recovery kept {} of {} bytes",
+        back.len(),
+        bytes.len()
+    );
+    cluster.check_logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_drains_a_node_first() -> anyhow::Result<()> {
+    let cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    for i in 0..4 {
+        let mut w = c
+            .create(
+                &format!("/dec/{i}"),
+                &CreateOptions {
+                    create_parent: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        w.write(&data(2 * B + i, i)).await?;
+        w.close().await?;
+    }
+    let nn = cluster.nn.addr("rpc");
+    let (ok, _, err) = hstack(&["admin", "--namenode", &nn, "decommission", "dn1"])?;
+    assert!(ok, "{err}");
+    wait_for("dn1 decommissioned", Duration::from_secs(30), || async {
+        let r = c
+            .namenode()
+            .get_datanode_report(pb::Empty {})
+            .await
+            .ok()?
+            .into_inner();
+        r.datanodes
+            .iter()
+            .any(|d| d.id == "dn1" && d.state == "decommissioned")
+            .then_some(())
+    })
+    .await?;
+    // Every block has its three replicas without dn1.
+    for i in 0..4 {
+        let lbs = c.block_locations(&format!("/dec/{i}"), 0, 0).await?;
+        for b in &lbs.blocks {
+            let others = b.locs.iter().filter(|l| l.id != "dn1").count();
+            assert!(others >= 3, "block {b:?} relies on dn1");
+        }
+    }
+    let (_, json, _) = hstack(&["admin", "--namenode", &nn, "report", "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(v["under_replicated"], 0);
+    cluster.check_logs()
+}
