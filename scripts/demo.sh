@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hstack's main job on a fresh machine: build, start a local cluster (a
-# 3-member coordination ensemble on loopback), exercise it, stop it.
+# 3-member coordination ensemble, a namenode and 6 datanodes over two racks,
+# all on loopback), exercise it, kill nodes, stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -36,6 +37,22 @@ for attempt in 1 2 3 4 5 6 7 8 9 10; do
 done
 $hs zk get /demo
 $hs zk members
+echo "--- the file system: directories, a multi-block file, replicas on two racks"
+$hs dfs mkdir -p /user/demo
+data=$(mktemp)
+head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom > "$data"
+$hs dfs put --block-size 1048576 "$data" /user/demo/random.bin
+$hs dfs ls -R /user
+$hs dfs stat /user/demo/random.bin
+$hs admin fsck /user --locations
+echo "--- a datanode dies; reads go to another replica and the namenode copies its blocks elsewhere"
+victim=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print([x["pid"] for x in d["daemons"] if x["id"]=="dn1"][0])' "$dir/cluster.json")
+kill -9 "$victim"
+$hs dfs get /user/demo/random.bin "$data.back"
+cmp "$data" "$data.back" && echo "read back identical after dn1 was killed"
+rm -f "$data" "$data.back"
+$hs dfs setrep -w 2 /user/demo/random.bin
+$hs admin report
 echo "--- a short benchmark"
 $hs bench coord --workload write --concurrency 16 --duration-secs 3 --warmup-secs 1
 $hs local status

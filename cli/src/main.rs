@@ -1,6 +1,7 @@
 //! The one hstack binary: daemons, clients, the local cluster, benchmarks.
 
 mod admin;
+mod bench_dfs;
 mod dfs;
 mod local;
 mod output;
@@ -65,6 +66,12 @@ enum Cmd {
 enum BenchCmd {
     /// Closed-loop load on the coordination service: ops/s and latency.
     Coord(zk::BenchCoordArgs),
+    /// File system throughput: write or read files through the datanodes.
+    Dfs(bench_dfs::BenchDfsArgs),
+    /// Namenode operations per second over real RPC (NNThroughputBenchmark's shape).
+    Namenode(bench_dfs::BenchNamenodeArgs),
+    /// The namenode's memory per file and block, measured in this process.
+    NamenodeMemory(bench_dfs::BenchMemoryArgs),
 }
 
 /// What `main` runs once the runtime is up.
@@ -77,6 +84,9 @@ enum Job {
     Admin(admin::AdminArgs),
     Local(local::LocalArgs),
     BenchCoord(zk::BenchCoordArgs),
+    BenchDfs(bench_dfs::BenchDfsArgs),
+    BenchNamenode(bench_dfs::BenchNamenodeArgs),
+    BenchMemory(bench_dfs::BenchMemoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,9 +127,12 @@ fn main() -> ExitCode {
         Cmd::Dfs(args) => Job::Dfs(args),
         Cmd::Admin(args) => Job::Admin(args),
         Cmd::Local(args) => Job::Local(args),
-        Cmd::Bench {
-            what: BenchCmd::Coord(args),
-        } => Job::BenchCoord(args),
+        Cmd::Bench { what } => match what {
+            BenchCmd::Coord(args) => Job::BenchCoord(args),
+            BenchCmd::Dfs(args) => Job::BenchDfs(args),
+            BenchCmd::Namenode(args) => Job::BenchNamenode(args),
+            BenchCmd::NamenodeMemory(args) => Job::BenchMemory(args),
+        },
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let workers = match &job {
@@ -148,6 +161,9 @@ fn main() -> ExitCode {
             Job::Admin(args) => admin::run(args).await,
             Job::Local(args) => local::run(args).await,
             Job::BenchCoord(args) => zk::bench(args).await,
+            Job::BenchDfs(args) => bench_dfs::bench_dfs(args).await,
+            Job::BenchNamenode(args) => bench_dfs::bench_namenode(args).await,
+            Job::BenchMemory(args) => bench_dfs::bench_memory(args),
         }
     });
     match result {

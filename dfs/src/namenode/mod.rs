@@ -10,6 +10,7 @@
 //! one fsync.
 
 mod config;
+mod footprint;
 mod metrics;
 mod monitor;
 mod service;
@@ -24,6 +25,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 pub use config::{NamenodeConfig, NamenodeFlags};
+pub use footprint::{memory_footprint, Footprint};
 use hstack_daemon::Shutdown;
 use metrics::NnMetrics;
 
