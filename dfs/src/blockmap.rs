@@ -145,6 +145,9 @@ struct Pending {
 
 #[derive(Default)]
 pub struct BlockMap {
+    /// Replicas no file owns are left alone while set (safe mode: the
+    /// namespace may not be the one these datanodes were written by).
+    pub postpone_deletes: bool,
     pub blocks: HashMap<u64, BlockInfo>,
     pub nodes: Vec<Datanode>,
     by_id: HashMap<String, NodeIdx>,
@@ -336,10 +339,15 @@ impl BlockMap {
     ) -> ReplicaVerdict {
         let v = Self::verdict(&reported, expected);
         match v {
+            ReplicaVerdict::Unknown if self.postpone_deletes => {}
             ReplicaVerdict::Unknown => self.queue_delete(n, reported),
             ReplicaVerdict::Stale => self.mark_corrupt(reported.id, n),
             ReplicaVerdict::Good => {
                 if let Some(info) = self.blocks.get_mut(&reported.id) {
+                    // Known corrupt here: it stays so until it is deleted.
+                    if info.is_corrupt_on(n) {
+                        return ReplicaVerdict::Stale;
+                    }
                     if !info.replicas.contains(&n) {
                         info.replicas.push(n);
                         self.nodes[n as usize].blocks += 1;

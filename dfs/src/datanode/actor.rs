@@ -183,11 +183,31 @@ impl Actor {
             blocks: self.ctx.store.replica_count() as u64,
             ..self.me.clone()
         };
+        let cluster_file = self
+            .storage_dirs
+            .first()
+            .map(|d| std::path::Path::new(d).join("cluster_id"));
+        let known = cluster_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         let req = pb::DatanodeRegistration {
             info: Some(info),
             storage_dirs: self.storage_dirs.clone(),
+            cluster_id: known.clone(),
         };
         let reply = rpc("register", RPC_TIMEOUT, self.nn.register_datanode(req)).await?;
+        if known.is_empty() && !reply.cluster_id.is_empty() {
+            // From now on this datanode's blocks belong to that cluster.
+            if let Some(f) = &cluster_file {
+                let tmp = f.with_extension("tmp");
+                std::fs::write(&tmp, format!("{}\n", reply.cluster_id))
+                    .and_then(|_| std::fs::rename(&tmp, f))
+                    .map_err(|e| FsError::io(&f.display().to_string(), e))?;
+            }
+            tracing::info!(cluster = %reply.cluster_id, "joined the cluster");
+        }
         if !reply.id.is_empty() && reply.id != self.me.id {
             tracing::warn!(
                 "the namenode calls this datanode {:?}, its id is {:?}; keeping its own",

@@ -185,6 +185,8 @@ impl State {
 
 pub struct Namenode {
     pub cfg: NamenodeConfig,
+    /// Names this namespace; datanodes of another cluster are refused.
+    pub cluster_id: String,
     st: Mutex<State>,
     log: EditLog,
     metrics: NnMetrics,
@@ -240,6 +242,24 @@ impl Namenode {
             format!("Cannot {what}: the namenode is in safe mode: {reason}"),
         ))
     }
+}
+
+/// The cluster id kept in `dir/VERSION`, made up the first time.
+fn cluster_id(dir: &Path) -> anyhow::Result<String> {
+    let f = dir.join("VERSION");
+    if let Ok(s) = std::fs::read_to_string(&f) {
+        if let Some(id) = s.lines().find_map(|l| l.strip_prefix("cluster_id=")) {
+            return Ok(id.trim().to_string());
+        }
+        anyhow::bail!("{} has no cluster_id line", f.display());
+    }
+    let id = format!("CID-{:016x}", rand::random::<u64>());
+    let tmp = dir.join("VERSION.tmp");
+    std::fs::write(&tmp, format!("cluster_id={id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &f)?;
+    tracing::info!(cluster = %id, "new cluster id");
+    Ok(id)
 }
 
 /// Loads the newest readable image and replays the edits after it.
@@ -311,8 +331,11 @@ pub async fn run(
         tokio::task::spawn_blocking(move || load(&dir, &cfg)).await??
     };
     let txid = ns.txid;
+    let cluster = cluster_id(&dir)?;
     let log = EditLog::start(Box::new(journal), txid + 1)?;
     let mut bm = BlockMap::default();
+    // Nothing a datanode reports is deleted until safe mode ends.
+    bm.postpone_deletes = true;
     let mut leases: HashMap<String, Lease> = HashMap::new();
     for (inode, f) in ns.files() {
         for b in &f.blocks {
@@ -348,6 +371,7 @@ pub async fn run(
     let metrics = NnMetrics::new(&registry);
     let node = Arc::new(Namenode {
         cfg: cfg.clone(),
+        cluster_id: cluster,
         st: Mutex::new(state),
         log,
         metrics,

@@ -35,6 +35,7 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
                 tracing::warn!(datanode = %id, "datanode declared dead; its replicas will be copied elsewhere");
             }
             nn.safe_mode_tick(&mut st, now);
+            st.bm.postpone_deletes = st.in_safe_mode();
             nn.lease_tick(&mut st, now);
             if replication_due {
                 nn.replication_tick(&mut st, now);

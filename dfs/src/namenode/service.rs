@@ -297,7 +297,9 @@ impl Namenode {
             }
             out.files.push(ff);
         }
-        out.healthy = out.missing == 0 && out.corrupt == 0;
+        // A block with good copies left is repaired by itself; one with
+        // none (every replica lost or corrupt) shows as missing.
+        out.healthy = out.missing == 0;
         Ok(out)
     }
 
@@ -1050,6 +1052,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
                     )))
                 }
             }
+            st.bm.postpone_deletes = st.in_safe_mode();
             Ok(self.nn.safe_mode_reply(&st))
         })();
         self.done("set_safe_mode", res)
@@ -1120,6 +1123,13 @@ impl pb::namenode_server::Namenode for NamenodeService {
                     "a datanode must give its id and transfer address",
                 ));
             }
+            if !r.cluster_id.is_empty() && r.cluster_id != self.nn.cluster_id {
+                tracing::warn!(datanode = %info.id, theirs = %r.cluster_id, "refused a datanode of another cluster");
+                return Err(FsError::invalid(format!(
+                    "datanode {} belongs to cluster {}, this namenode serves {} (is the namenode's name_dir the right one?); it was not registered and none of its blocks was touched",
+                    info.id, r.cluster_id, self.nn.cluster_id
+                )));
+            }
             let mut st = self.nn.lock();
             let rack = rack_of(&st, &info.host, &info.rack);
             let now = Instant::now();
@@ -1145,6 +1155,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
                 id: info.id,
                 heartbeat_ms: self.nn.cfg.heartbeat_ms,
                 block_report_ms: self.nn.cfg.block_report_ms,
+                cluster_id: self.nn.cluster_id.clone(),
             })
         })();
         self.done("register_datanode", res)

@@ -293,3 +293,65 @@ async fn decommission_drains_a_node_first() -> anyhow::Result<()> {
     assert_eq!(v["under_replicated"], 0);
     cluster.check_logs()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(6, 2, &[]).await?;
+    let c = cluster.client().await?;
+    let bytes = data(2 * B, 5);
+    let mut w = c.create("/keep", &CreateOptions::default()).await?;
+    w.write(&bytes).await?;
+    w.close().await?;
+    let block_files = |dir: &std::path::Path| -> usize {
+        walk(dir)
+            .iter()
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().to_string();
+                n.starts_with("blk_") && !n.ends_with(".meta")
+            })
+            .count()
+    };
+    let before = block_files(cluster.dir.path());
+    assert_eq!(before, 6, "two blocks, three replicas each");
+    // The operator points the namenode at an empty directory by mistake.
+    cluster.nn.kill9();
+    let name_dir = cluster.nn.data_dir.clone();
+    std::fs::remove_dir_all(&name_dir)?;
+    std::fs::create_dir_all(&name_dir)?;
+    cluster.nn.restart().await?;
+    let fresh = cluster.client().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = fresh
+        .namenode()
+        .get_datanode_report(pb::Empty {})
+        .await?
+        .into_inner();
+    assert!(
+        r.datanodes.is_empty(),
+        "datanodes of another cluster registered: {:?}",
+        r.datanodes
+    );
+    assert_eq!(
+        block_files(cluster.dir.path()),
+        before,
+        "a block was deleted"
+    );
+    let log = std::fs::read_to_string(&cluster.nn.log)?;
+    assert!(log.contains("refused a datanode of another cluster"));
+    cluster.check_logs()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
