@@ -370,10 +370,9 @@ pub async fn run(args: DfsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         DfsCmd::Tail { path } => {
-            let r = c.open(&path).await?;
-            let from = r.len().saturating_sub(1024);
-            drop(r);
-            cat(&c, &path, from, None).await
+            let mut r = c.open(&path).await?;
+            r.seek(r.len().saturating_sub(1024))?;
+            copy_out(&mut r, u64::MAX).await
         }
         DfsCmd::Rm {
             recursive,
@@ -623,7 +622,11 @@ async fn get(c: &DfsClient, src: &str, local: &std::path::Path) -> anyhow::Resul
 async fn cat(c: &DfsClient, path: &str, offset: u64, length: Option<u64>) -> anyhow::Result<()> {
     let mut r = c.open(path).await?;
     r.seek(offset)?;
-    let mut left = length.unwrap_or(u64::MAX);
+    copy_out(&mut r, length.unwrap_or(u64::MAX)).await
+}
+
+/// Copies at most `left` bytes from the reader's position to stdout.
+async fn copy_out(r: &mut hstack_dfs::client::FileReader, mut left: u64) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     while left > 0 {
         let Some(b) = r.read_chunk().await? else {

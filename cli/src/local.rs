@@ -189,44 +189,29 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
     let mut daemons = Vec::new();
     let mut children = Vec::new();
     for (id, (raft, client, http)) in &ports {
-        let data_dir = dir.join(format!("coord-{id}"));
-        std::fs::create_dir_all(&data_dir)?;
-        let _ = std::fs::remove_file(data_dir.join("addresses.json"));
-        let log = dir.join(format!("coord-{id}.log"));
-        let out = OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(&exe)
-            .arg("coord")
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--client-addr", &format!("127.0.0.1:{client}")])
-            .args(["--raft-addr", &format!("127.0.0.1:{raft}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--initial-members", &initial.join(",")])
-            // Members sharing this machine's cores: one runtime thread each
-            // (fewer context switches; see docs/benchmarks.md).
-            .args(["--worker-threads", "1"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let pid = child.id();
+        let client = format!("127.0.0.1:{client}");
+        let raft = format!("127.0.0.1:{raft}");
+        let http = format!("127.0.0.1:{http}");
+        let (entry, child) = spawn_daemon(
+            &exe,
+            &dir,
+            "coord",
+            &id.to_string(),
+            ("--data-dir", &dir.join(format!("coord-{id}"))),
+            &[
+                ("--id", &id.to_string()),
+                ("--client-addr", &client),
+                ("--raft-addr", &raft),
+                ("--http-addr", &http),
+                ("--initial-members", &initial.join(",")),
+                // Members sharing this machine's cores: one runtime thread
+                // each (fewer context switches; see docs/benchmarks.md).
+                ("--worker-threads", "1"),
+            ],
+            &[("client", &client), ("raft", &raft), ("http", &http)],
+        )?;
+        daemons.push(entry);
         children.push(child);
-        daemons.push(DaemonEntry {
-            role: "coord".into(),
-            id: id.to_string(),
-            pid,
-            addrs: [
-                ("client".to_string(), format!("127.0.0.1:{client}")),
-                ("raft".to_string(), format!("127.0.0.1:{raft}")),
-                ("http".to_string(), format!("127.0.0.1:{http}")),
-            ]
-            .into(),
-            data_dir,
-            log,
-        });
     }
     // The file system: a namenode, and datanodes on 127.0.1.N over two racks.
     let keep = |role: &str, id: &str, key: &str, host: &str| -> anyhow::Result<String> {
@@ -253,8 +238,7 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
         &dir,
         "namenode",
         "nn",
-        &nn_dir,
-        &nn_dir,
+        ("--name-dir", &nn_dir),
         &[
             ("--rpc-addr", nn_rpc.as_str()),
             ("--http-addr", nn_http.as_str()),
@@ -281,8 +265,7 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             &dir,
             "datanode",
             &id,
-            &data_dir,
-            &data_dir,
+            ("--data-dirs", &data_dir),
             &[
                 ("--id", id.as_str()),
                 ("--namenode", nn_rpc.as_str()),
@@ -373,29 +356,24 @@ async fn fs_live(namenode: &str) -> Option<usize> {
     Some(r.datanodes.iter().filter(|d| d.state == "live").count())
 }
 
-/// Starts one daemon (`hstack ROLE FLAGS…`) in its own process group, its
-/// output appended to `DIR/ROLE-ID.log`.
-#[allow(clippy::too_many_arguments)]
+/// Starts one daemon (`hstack ROLE DATA_DIR_FLAG DATA_DIR FLAGS…`) in its
+/// own process group, its output appended to `DIR/ROLE-ID.log`; it
+/// announces its addresses in its data directory.
 fn spawn_daemon(
     exe: &Path,
     dir: &Path,
     role: &str,
     id: &str,
-    data_dir: &Path,
-    announce_dir: &Path,
+    (dir_flag, data_dir): (&str, &Path),
     flags: &[(&str, &str)],
     addrs: &[(&str, &String)],
 ) -> anyhow::Result<(DaemonEntry, std::process::Child)> {
     std::fs::create_dir_all(data_dir)?;
-    let _ = std::fs::remove_file(announce_dir.join("addresses.json"));
+    let _ = std::fs::remove_file(data_dir.join("addresses.json"));
     let log = dir.join(format!("{role}-{id}.log"));
     let out = OpenOptions::new().create(true).append(true).open(&log)?;
     let mut cmd = Command::new(exe);
-    cmd.arg(role);
-    match role {
-        "namenode" => cmd.arg("--name-dir").arg(data_dir),
-        _ => cmd.arg("--data-dirs").arg(data_dir),
-    };
+    cmd.arg(role).arg(dir_flag).arg(data_dir);
     for (f, v) in flags {
         cmd.args([f, v]);
     }
@@ -414,7 +392,7 @@ fn spawn_daemon(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        data_dir: announce_dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
         log,
     };
     Ok((entry, child))

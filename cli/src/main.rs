@@ -92,47 +92,13 @@ enum Job {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A daemon's configuration comes first: it sizes the runtime.
-    let job = match cli.cmd {
-        Cmd::Coord { common, flags } => match coord_config(&common, &flags) {
-            Ok(Some(cfg)) => Job::Coord(Box::new(cfg)),
-            Ok(None) => return ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        },
-        Cmd::Zk(args) => Job::Zk(args),
-        Cmd::Namenode { common, flags } => {
-            let validate = |c: &hstack_dfs::namenode::NamenodeConfig| c.validate();
-            match daemon_config(&common, &flags, validate) {
-                Ok(Some(cfg)) => Job::Namenode(Box::new(cfg)),
-                Ok(None) => return ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let job = match job_of(cli.cmd) {
+        Ok(Some(job)) => job,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
         }
-        Cmd::Datanode { common, flags } => {
-            let validate = |c: &hstack_dfs::datanode::DatanodeConfig| c.validate();
-            match daemon_config(&common, &flags, validate) {
-                Ok(Some(cfg)) => Job::Datanode(Box::new(cfg)),
-                Ok(None) => return ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        Cmd::Dfs(args) => Job::Dfs(args),
-        Cmd::Admin(args) => Job::Admin(args),
-        Cmd::Local(args) => Job::Local(args),
-        Cmd::Bench { what } => match what {
-            BenchCmd::Coord(args) => Job::BenchCoord(args),
-            BenchCmd::Dfs(args) => Job::BenchDfs(args),
-            BenchCmd::Namenode(args) => Job::BenchNamenode(args),
-            BenchCmd::NamenodeMemory(args) => Job::BenchMemory(args),
-        },
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let workers = match &job {
@@ -176,6 +142,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to run; `None` when a daemon's flags asked only to print its
+/// configuration (and it was printed).
+fn job_of(cmd: Cmd) -> anyhow::Result<Option<Job>> {
+    use hstack_dfs::{datanode::DatanodeConfig, namenode::NamenodeConfig};
+    Ok(match cmd {
+        Cmd::Coord { common, flags } => {
+            coord_config(&common, &flags)?.map(|c| Job::Coord(Box::new(c)))
+        }
+        Cmd::Namenode { common, flags } => {
+            daemon_config(&common, &flags, NamenodeConfig::validate)?
+                .map(|c| Job::Namenode(Box::new(c)))
+        }
+        Cmd::Datanode { common, flags } => {
+            daemon_config(&common, &flags, DatanodeConfig::validate)?
+                .map(|c| Job::Datanode(Box::new(c)))
+        }
+        Cmd::Zk(args) => Some(Job::Zk(args)),
+        Cmd::Dfs(args) => Some(Job::Dfs(args)),
+        Cmd::Admin(args) => Some(Job::Admin(args)),
+        Cmd::Local(args) => Some(Job::Local(args)),
+        Cmd::Bench { what } => Some(match what {
+            BenchCmd::Coord(args) => Job::BenchCoord(args),
+            BenchCmd::Dfs(args) => Job::BenchDfs(args),
+            BenchCmd::Namenode(args) => Job::BenchNamenode(args),
+            BenchCmd::NamenodeMemory(args) => Job::BenchMemory(args),
+        }),
+    })
 }
 
 fn coord_config(

@@ -420,7 +420,7 @@ impl Namespace {
         self.name(self.get(dir).group).to_string()
     }
 
-    /// The file and its full path, for ids the block map holds.
+    /// The inode at an existing path, without permission checks.
     pub fn resolve_id(&self, p: &str) -> FsResult<InodeId> {
         self.resolve(p, None)
     }

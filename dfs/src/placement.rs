@@ -195,20 +195,16 @@ pub fn pipeline_order(
     out
 }
 
-/// Sorts replicas for a reader: same node, then same rack, then the rest
-/// (shuffled within each group to spread the load).
+/// Sorts replicas for a reader, nearest first by `distance_to_reader`
+/// (see [`distance`]: same node, then same rack, then the rest), shuffled
+/// within each group to spread the load.
 pub fn sort_for_reader<R: Rng, T>(
     rng: &mut R,
     replicas: &mut [T],
-    reader_host: &str,
-    reader_rack: &str,
-    key: impl Fn(&T) -> (&str, &str),
+    distance_to_reader: impl Fn(&T) -> u32,
 ) {
     replicas.shuffle(rng);
-    replicas.sort_by_key(|r| {
-        let (h, rk) = key(r);
-        distance(reader_host, reader_rack, h, rk)
-    });
+    replicas.sort_by_key(distance_to_reader);
 }
 
 #[cfg(test)]
@@ -323,8 +319,8 @@ mod tests {
         assert_eq!(racks_of(&p), vec!["/r1", "/r2", "/r2"]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut replicas = vec![nodes[4].clone(), nodes[1].clone(), nodes[0].clone()];
-        sort_for_reader(&mut rng, &mut replicas, "/r1-host0", "/r1", |c| {
-            (c.host.as_str(), c.rack.as_str())
+        sort_for_reader(&mut rng, &mut replicas, |c| {
+            distance("/r1-host0", "/r1", &c.host, &c.rack)
         });
         assert_eq!(replicas[0].id, "/r1-dn0");
         assert_eq!(replicas[1].id, "/r1-dn1");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use hstack_dfs::client::{ClientOptions, DfsClient};
+use hstack_dfs::client::{ClientOptions, CreateOptions, DfsClient};
 use hstack_proto::dfs as pb;
 
 use crate::{check_log, wait_for, Proc};
@@ -33,6 +33,44 @@ pub fn pattern(len: u64, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Writes `bytes` to a new file (parents created) in odd-sized pieces, so
+/// packets and blocks cannot depend on how the caller cuts its writes.
+pub async fn put_file(c: &DfsClient, path: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let o = CreateOptions {
+        create_parent: true,
+        ..Default::default()
+    };
+    let mut w = c.create(path, &o).await?;
+    for piece in bytes.chunks(70_001) {
+        w.write(piece).await?;
+    }
+    w.close().await?;
+    Ok(())
+}
+
+pub async fn read_file(c: &DfsClient, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut r = c.open(path).await?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+/// Every file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The host datanode `i` (0-based) runs on.

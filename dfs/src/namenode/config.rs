@@ -17,7 +17,6 @@ pub struct NamenodeConfig {
     pub rpc_addr: String,
     /// /metrics, /healthz, /readyz, status page (HDFS's 9870).
     pub http_addr: String,
-    pub advertise_host: String,
     /// The user who may do anything (HDFS: the user running the namenode).
     /// Empty = the user running this process.
     pub superuser: String,
@@ -74,7 +73,6 @@ impl Default for NamenodeConfig {
             name_dir: "./data/namenode".into(),
             rpc_addr: "0.0.0.0:8020".into(),
             http_addr: "0.0.0.0:9870".into(),
-            advertise_host: String::new(),
             superuser: String::new(),
             supergroup: "supergroup".into(),
             default_replication: 3,
@@ -112,9 +110,6 @@ pub struct NamenodeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advertise_host: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superuser: Option<String>,

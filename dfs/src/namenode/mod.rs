@@ -15,11 +15,11 @@ mod metrics;
 mod monitor;
 mod service;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -529,14 +529,6 @@ pub(crate) fn rack_of(st: &State, host: &str, reported: &str) -> String {
             reported.to_string()
         }
     })
-}
-
-pub(crate) fn excluded_set(ids: &[String]) -> HashSet<String> {
-    ids.iter().cloned().collect()
-}
-
-pub(crate) fn duration_ms(ms: u64) -> Duration {
-    Duration::from_millis(ms)
 }
 
 pub(crate) fn checkpoint(nn: &Namenode) -> anyhow::Result<()> {

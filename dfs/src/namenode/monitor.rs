@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hstack_daemon::Shutdown;
 
-use super::{checkpoint, duration_ms, Namenode, State};
+use super::{checkpoint, Namenode, State};
 
 const TICK: Duration = Duration::from_millis(200);
 
@@ -21,8 +21,8 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let now = Instant::now();
-        let replication_due =
-            now.duration_since(last_replication) >= duration_ms(nn.cfg.replication_interval_ms);
+        let replication_due = now.duration_since(last_replication)
+            >= Duration::from_millis(nn.cfg.replication_interval_ms);
         if replication_due {
             last_replication = now;
         }
@@ -30,7 +30,7 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
             let mut st = nn.lock();
             let dead = st
                 .bm
-                .check_dead(now, duration_ms(nn.cfg.dead_node_timeout_ms));
+                .check_dead(now, Duration::from_millis(nn.cfg.dead_node_timeout_ms));
             for id in dead {
                 tracing::warn!(datanode = %id, "datanode declared dead; its replicas will be copied elsewhere");
             }
@@ -73,7 +73,7 @@ impl Namenode {
             return;
         }
         let since = *st.safe.reached.get_or_insert(now);
-        if now.duration_since(since) >= duration_ms(self.cfg.safemode_extension_ms) {
+        if now.duration_since(since) >= Duration::from_millis(self.cfg.safemode_extension_ms) {
             st.safe.startup = false;
             tracing::info!(
                 blocks = total,
@@ -84,7 +84,7 @@ impl Namenode {
     }
 
     fn lease_tick(&self, st: &mut State, now: Instant) {
-        let hard = duration_ms(self.cfg.lease_hard_limit_ms);
+        let hard = Duration::from_millis(self.cfg.lease_hard_limit_ms);
         let mut files = Vec::new();
         for (client, l) in &st.leases {
             if now.duration_since(l.renewed) >= hard {
@@ -94,7 +94,7 @@ impl Namenode {
         }
         // A recovery that has not finished (its primary died, say) starts
         // again with a new stamp.
-        let retry = duration_ms((self.cfg.heartbeat_ms as u64 * 5).max(10_000));
+        let retry = Duration::from_millis((self.cfg.heartbeat_ms as u64 * 5).max(10_000));
         for (inode, since) in &st.recovering {
             if now.duration_since(*since) >= retry {
                 files.push(*inode);
@@ -117,7 +117,7 @@ impl Namenode {
                 rng,
                 expected,
                 now,
-                duration_ms(self.cfg.pending_replication_timeout_ms),
+                Duration::from_millis(self.cfg.pending_replication_timeout_ms),
                 self.cfg.replication_work_per_pass,
             );
             bm.check_decommission(expected);

@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use hstack_proto::dfs as pb;
-use rand::seq::SliceRandom;
 use tonic::{Request, Response, Status};
 
-use super::{excluded_set, expected, now_ms, rack_of, Namenode, State};
+use super::{expected, now_ms, rack_of, Namenode, State};
 use crate::blockmap::{AdminState, BlockMap, Command, Datanode, NodeIdx};
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::{self, BlockRec, Caller, Edit, InodeId, MAX_REPLICATION};
@@ -476,7 +475,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
                     )));
                 }
                 let (replication, block_size) = (f.replication as usize, f.block_size);
-                let excluded = excluded_set(&r.excluded);
+                let excluded: HashSet<String> = r.excluded.iter().cloned().collect();
                 let host = w.host.clone();
                 let targets = st.bm.choose_for_write(
                     &mut st.rng,
@@ -619,7 +618,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
             let w = who(r.caller, remote)?;
             let mut guard = self.nn.lock();
             let st = &mut *guard;
-            let (inode, f) = st.ns.open(&r.path, Some(&w.caller))?;
+            let (_, f) = st.ns.open(&r.path, Some(&w.caller))?;
             let file_len = f.len();
             if r.offset > file_len {
                 return Err(FsError::invalid(format!(
@@ -671,10 +670,8 @@ impl pb::namenode_server::Namenode for NamenodeService {
                         }
                     }
                 }
-                // Nearest first; ties in random order, to spread reads.
-                locs.shuffle(&mut st.rng);
                 let bm = &st.bm;
-                locs.sort_by_key(|n| {
+                placement::sort_for_reader(&mut st.rng, &mut locs, |n| {
                     let d = bm.node(*n);
                     placement::distance(&w.host, &reader_rack, &d.host, &d.rack)
                 });
@@ -690,7 +687,6 @@ impl pb::namenode_server::Namenode for NamenodeService {
                 out.blocks.push(lb);
             }
             out.last_block_complete = !uc;
-            let _ = inode;
             Ok(out)
         })();
         self.done("get_block_locations", res)

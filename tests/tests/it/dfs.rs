@@ -4,41 +4,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use hstack_tests::dfs::{dn_host, pattern as data, put_file as put, read_file as read};
 use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
 use hstack_tests::hstack_dfs::placement::max_per_rack;
 use hstack_tests::hstack_dfs::Kind;
-use hstack_tests::{dfs::dn_host, hstack, wait_for, DfsCluster};
+use hstack_tests::{hstack, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
-
-fn data(len: u64, seed: u64) -> Vec<u8> {
-    hstack_tests::dfs::pattern(len, seed)
-}
-
-async fn put(c: &DfsClient, path: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut w = c
-        .create(
-            path,
-            &CreateOptions {
-                create_parent: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    // Odd-sized writes: packets and blocks must not depend on them.
-    for piece in bytes.chunks(70_001) {
-        w.write(piece).await?;
-    }
-    w.close().await?;
-    Ok(())
-}
-
-async fn read(c: &DfsClient, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut r = c.open(path).await?;
-    let mut out = Vec::new();
-    r.read_to_end(&mut out).await?;
-    Ok(out)
-}
 
 /// Every block: replicas on distinct nodes, on ≥ 2 racks (when it has ≥ 2
 /// replicas), at most the per-rack cap on one rack.
@@ -89,7 +61,7 @@ async fn round_trips_and_placement() -> anyhow::Result<()> {
         for b in &lbs.blocks {
             assert_eq!(b.locs.len(), 3, "{path}: {b:?}");
         }
-        check_placement(&c, &path, 2).await?;
+        check_placement(&c, &path, cluster.racks).await?;
     }
     // A range read in the middle of the multi-block file.
     let big = data(3 * B + 4321, 8);
@@ -112,7 +84,7 @@ async fn round_trips_and_placement() -> anyhow::Result<()> {
         );
         assert_eq!(b.locs[0].id, "dn3", "the local replica is read first");
     }
-    check_placement(&local, "/rt/local", 2).await?;
+    check_placement(&local, "/rt/local", cluster.racks).await?;
 
     // The CLI: put/get a file, ls, fsck.
     let tmp = cluster.dir.path().join("cli-in");
@@ -295,8 +267,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
 async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyhow::Result<()> {
     let mut cluster = DfsCluster::start(6, 2, &["--checkpoint-txns", "40"]).await?;
     let c = cluster.client().await?;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
-        let c = c.clone();
+        let (c, written) = (c.clone(), written.clone());
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..10_000u64 {
@@ -306,18 +279,33 @@ async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyho
                     Ok(()) => acked.push((path, bytes)),
                     Err(_) => return (acked, i),
                 }
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             (acked, 10_000)
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed with edits both in a checkpoint image and after it.
+    let nn_log = cluster.nn.log.clone();
+    let count = || written.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for(
+        "a checkpoint and 20 files",
+        Duration::from_secs(30),
+        || async {
+            let log = std::fs::read_to_string(&nn_log).ok()?;
+            (log.contains("checkpoint saved") && count() >= 20).then_some(())
+        },
+    )
+    .await?;
+    let after_checkpoint = count() + 5;
+    wait_for(
+        "5 files after the checkpoint",
+        Duration::from_secs(30),
+        || async { (count() >= after_checkpoint).then_some(()) },
+    )
+    .await?;
     cluster.nn.kill9();
     let (acked, failed_at) = writer.await?;
-    assert!(
-        acked.len() > 5,
-        "only {} files written before the kill",
-        acked.len()
-    );
+    assert!(acked.len() >= 20, "{} files acknowledged", acked.len());
     cluster.nn.restart().await?;
     cluster.wait_live(6).await?;
     let c = cluster.client().await?;
@@ -336,16 +324,12 @@ async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyho
     }
     // And it takes new writes.
     put(&c, "/after", b"still here").await?;
-    wait_for(
-        "namenode logs a checkpoint",
-        Duration::from_secs(5),
-        || async {
-            std::fs::read_to_string(&cluster.nn.log)
-                .ok()?
-                .contains("checkpoint saved")
-                .then_some(())
-        },
-    )
-    .await?;
+    // The restart started from the checkpoint image, then replayed the
+    // edits logged after it.
+    let log = std::fs::read_to_string(&cluster.nn.log)?;
+    assert!(
+        log.contains("loaded image"),
+        "the restart did not use the image"
+    );
     cluster.check_logs()
 }

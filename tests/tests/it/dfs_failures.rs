@@ -6,22 +6,12 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
+use hstack_tests::dfs::{dn_host, files_under, pattern as data, put_file, read_file as read};
 use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
 use hstack_tests::hstack_proto_dfs as pb;
-use hstack_tests::{dfs::dn_host, hstack, hstack_spawn, wait_for, DfsCluster};
+use hstack_tests::{hstack, hstack_spawn, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
-
-fn data(len: u64, seed: u64) -> Vec<u8> {
-    hstack_tests::dfs::pattern(len, seed)
-}
-
-async fn read(c: &DfsClient, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut r = c.open(path).await?;
-    let mut out = Vec::new();
-    r.read_to_end(&mut out).await?;
-    Ok(out)
-}
 
 /// Waits until every block of `path` has `n` replicas on live, in-service
 /// datanodes, on at least two racks; returns how long it took.
@@ -114,9 +104,7 @@ async fn re_replication_restores_the_count_after_a_datanode_dies() -> anyhow::Re
     let mut cluster = DfsCluster::start(6, 2, &[]).await?;
     let c = cluster.client().await?;
     let bytes = data(4 * B, 2);
-    let mut w = c.create("/g", &CreateOptions::default()).await?;
-    w.write(&bytes).await?;
-    w.close().await?;
+    put_file(&c, "/g", &bytes).await?;
     let lbs = c.block_locations("/g", 0, 0).await?;
     let victim = lbs.blocks[0].locs[0].id.clone();
     cluster.dn_by_id(&victim).kill9();
@@ -137,9 +125,7 @@ async fn a_corrupt_replica_is_read_around_reported_and_replaced() -> anyhow::Res
     cluster.allowed_errors.push("checksum".into());
     let c = cluster.client().await?;
     let bytes = data(B, 3);
-    let mut w = c.create("/h", &CreateOptions::default()).await?;
-    w.write(&bytes).await?;
-    w.close().await?;
+    put_file(&c, "/h", &bytes).await?;
     let lbs = c.block_locations("/h", 0, 0).await?;
     let b = lbs.blocks[0].clone();
     let id = b.block.as_ref().expect("block").id;
@@ -216,7 +202,25 @@ async fn lease_recovery_closes_a_file_whose_writer_was_killed() -> anyhow::Resul
         },
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The third block's one packet is on every replica of the pipeline.
+    let third = c.block_locations("/open", 0, 0).await?.blocks[2]
+        .block
+        .expect("block")
+        .id;
+    let name = format!("blk_{third}");
+    wait_for(
+        "the last packet on all three replicas",
+        Duration::from_secs(10),
+        || async {
+            let full = files_under(cluster.dir.path())
+                .iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == name))
+                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == B / 2))
+                .count();
+            (full == 3).then_some(())
+        },
+    )
+    .await?;
     child.kill()?;
     child.wait()?;
     drop(stdin);
@@ -252,17 +256,7 @@ async fn decommission_drains_a_node_first() -> anyhow::Result<()> {
     let cluster = DfsCluster::start(6, 2, &[]).await?;
     let c = cluster.client().await?;
     for i in 0..4 {
-        let mut w = c
-            .create(
-                &format!("/dec/{i}"),
-                &CreateOptions {
-                    create_parent: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        w.write(&data(2 * B + i, i)).await?;
-        w.close().await?;
+        put_file(&c, &format!("/dec/{i}"), &data(2 * B + i, i)).await?;
     }
     let nn = cluster.nn.addr("rpc");
     let (ok, _, err) = hstack(&["admin", "--namenode", &nn, "decommission", "dn1"])?;
@@ -299,11 +293,9 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
     let mut cluster = DfsCluster::start(6, 2, &[]).await?;
     let c = cluster.client().await?;
     let bytes = data(2 * B, 5);
-    let mut w = c.create("/keep", &CreateOptions::default()).await?;
-    w.write(&bytes).await?;
-    w.close().await?;
+    put_file(&c, "/keep", &bytes).await?;
     let block_files = |dir: &std::path::Path| -> usize {
-        walk(dir)
+        files_under(dir)
             .iter()
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy().to_string();
@@ -320,7 +312,20 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
     std::fs::create_dir_all(&name_dir)?;
     cluster.nn.restart().await?;
     let fresh = cluster.client().await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(
+        "every datanode refused",
+        Duration::from_secs(30),
+        || async {
+            let log = std::fs::read_to_string(&cluster.nn.log).ok()?;
+            let refused: HashSet<&str> = log
+                .lines()
+                .filter(|l| l.contains("refused a datanode of another cluster"))
+                .filter_map(|l| l.split("datanode=").nth(1)?.split_whitespace().next())
+                .collect();
+            (refused.len() == 6).then_some(())
+        },
+    )
+    .await?;
     let r = fresh
         .namenode()
         .get_datanode_report(pb::Empty {})
@@ -336,22 +341,5 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
         before,
         "a block was deleted"
     );
-    let log = std::fs::read_to_string(&cluster.nn.log)?;
-    assert!(log.contains("refused a datanode of another cluster"));
     cluster.check_logs()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
