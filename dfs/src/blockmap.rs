@@ -11,8 +11,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use rand::Rng;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::namespace::{BlockRec, InodeId};
 use crate::placement::{self, Candidate};
@@ -95,7 +97,8 @@ pub enum Command {
 #[derive(Clone, Debug, Default)]
 pub struct BlockInfo {
     pub inode: InodeId,
-    pub replicas: Vec<NodeIdx>,
+    /// Inline up to three (the usual replication): no heap allocation.
+    pub replicas: SmallVec<[NodeIdx; 3]>,
     /// Replicas known to be bad (checksum, stale stamp, wrong length).
     pub corrupt: Option<Box<Vec<NodeIdx>>>,
 }
@@ -148,7 +151,8 @@ pub struct BlockMap {
     /// Replicas no file owns are left alone while set (safe mode: the
     /// namespace may not be the one these datanodes were written by).
     pub postpone_deletes: bool,
-    pub blocks: HashMap<u64, BlockInfo>,
+    /// An index map for the same reason as the namespace's inodes.
+    pub blocks: IndexMap<u64, BlockInfo>,
     pub nodes: Vec<Datanode>,
     by_id: HashMap<String, NodeIdx>,
     pending: HashMap<u64, Pending>,
@@ -276,7 +280,7 @@ impl BlockMap {
             id,
             BlockInfo {
                 inode,
-                replicas: Vec::new(),
+                replicas: SmallVec::new(),
                 corrupt: None,
             },
         );
@@ -287,7 +291,7 @@ impl BlockMap {
         if let Some(p) = self.pending.remove(&block.id) {
             self.streams_done(&p.sources);
         }
-        let Some(info) = self.blocks.remove(&block.id) else {
+        let Some(info) = self.blocks.swap_remove(&block.id) else {
             return;
         };
         let mut holders = info.replicas;
@@ -793,7 +797,7 @@ mod tests {
             m.replica_reported(3, rec(99), None),
             ReplicaVerdict::Unknown
         );
-        assert_eq!(m.blocks[&1].replicas, vec![0]);
+        assert_eq!(m.blocks[&1].replicas[..], [0]);
         assert_eq!(**m.blocks[&1].corrupt.as_ref().unwrap(), vec![1, 2]);
         assert!(matches!(&m.nodes[3].commands[..], [Command::Delete(v)] if v[0].id == 99));
         // A full report that no longer lists the block forgets the replica.

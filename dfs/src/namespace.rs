@@ -10,6 +10,10 @@
 
 use std::collections::HashMap;
 
+use compact_str::CompactString;
+use indexmap::IndexMap;
+use smallvec::SmallVec;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult, Kind};
@@ -32,7 +36,8 @@ pub struct BlockRec {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Inode {
     pub parent: InodeId,
-    pub name: Box<str>,
+    /// Inline up to 24 bytes (most names): no heap allocation per inode.
+    pub name: CompactString,
     pub mtime: i64,
     pub atime: i64,
     pub perm: u16,
@@ -53,7 +58,8 @@ pub enum Body {
 pub struct FileInode {
     pub replication: u16,
     pub block_size: u64,
-    pub blocks: Vec<BlockRec>,
+    /// Inline while the file has one block (most files).
+    pub blocks: SmallVec<[BlockRec; 1]>,
     /// Present while a writer holds the file open.
     pub uc: Option<Box<UnderConstruction>>,
 }
@@ -260,7 +266,10 @@ pub struct Image {
 }
 
 pub struct Namespace {
-    inodes: HashMap<InodeId, Inode>,
+    /// An index map: a table of 8-byte indices over a dense vector of
+    /// inodes, so a big namespace costs about the inodes themselves
+    /// (see `footprint`).
+    inodes: IndexMap<InodeId, Inode>,
     names: Vec<String>,
     name_ids: HashMap<String, u32>,
     next_inode: InodeId,
@@ -278,7 +287,7 @@ const ROOT_PERM: u16 = 0o755;
 impl Namespace {
     pub fn new(superuser: &str, supergroup: &str) -> Self {
         let mut ns = Self {
-            inodes: HashMap::new(),
+            inodes: IndexMap::new(),
             names: Vec::new(),
             name_ids: HashMap::new(),
             next_inode: ROOT + 1,
@@ -311,7 +320,7 @@ impl Namespace {
         for (i, n) in img.names.iter().enumerate() {
             name_ids.insert(n.clone(), i as u32);
         }
-        let inodes: HashMap<InodeId, Inode> = img.inodes.into_iter().collect();
+        let inodes: IndexMap<InodeId, Inode> = img.inodes.into_iter().collect();
         if !inodes.contains_key(&ROOT) {
             return Err(FsError::new(Kind::Corrupt, "image has no root directory"));
         }
@@ -795,7 +804,7 @@ impl Namespace {
                         body: Body::File(FileInode {
                             replication: *replication,
                             block_size: *block_size,
-                            blocks: Vec::new(),
+                            blocks: SmallVec::new(),
                             uc: Some(Box::new(UnderConstruction {
                                 client: client.clone(),
                                 client_host: client_host.clone(),
@@ -1232,7 +1241,7 @@ impl Namespace {
             self.check(c, dparent, WRITE | EXEC)?;
         }
         self.unlink(sparent, sid);
-        let mut ino = self.inodes.remove(&sid).expect("resolved");
+        let mut ino = self.inodes.swap_remove(&sid).expect("resolved");
         ino.name = dname.as_str().into();
         ino.parent = dparent;
         self.link(dparent, sid, ino);
@@ -1332,7 +1341,7 @@ impl Namespace {
         self.unlink(parent, id);
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
-            let Some(ino) = self.inodes.remove(&id) else {
+            let Some(ino) = self.inodes.swap_remove(&id) else {
                 continue;
             };
             match ino.body {

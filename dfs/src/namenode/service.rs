@@ -660,7 +660,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
                     locs = st.uc_locs.get(&b.id).cloned().unwrap_or_default();
                 } else {
                     let info = st.bm.blocks.get(&b.id);
-                    locs = info.map(|i| i.replicas.clone()).unwrap_or_default();
+                    locs = info.map(|i| i.replicas.to_vec()).unwrap_or_default();
                     locs.retain(|n| st.bm.node(*n).alive);
                     if locs.is_empty() {
                         // Only corrupt copies left: hand them out, flagged.
