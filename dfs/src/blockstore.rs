@@ -12,10 +12,19 @@
 //! of the block. Several directories (disks) are used round-robin, skipping
 //! any without room. Replicas are indexed in memory at start-up by scanning
 //! the directories.
+//!
+//! Data is written with `O_DIRECT` where it can be (whole 4 KiB-aligned
+//! packets, the usual case): the disk takes it straight from the packet's
+//! buffer, which spares the CPU the copy into the page cache (on this
+//! project's benchmark machine that copy was 45 % of all CPU during a
+//! replication-3 write, three times per byte). A block's unaligned tail,
+//! and everything on a file system that refuses `O_DIRECT`, is written
+//! through the page cache as before. The checksum file always is.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,6 +34,10 @@ use crate::namespace::BlockRec;
 pub const CHUNK: usize = 512;
 const META_MAGIC: &[u8; 8] = b"HSTKMETA";
 const META_HEADER: u64 = 16;
+
+/// Address, offset and length alignment an `O_DIRECT` write needs (the
+/// page size: enough for every disk's logical block size).
+pub const DIRECT_ALIGN: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaState {
@@ -45,6 +58,7 @@ pub struct BlockStore {
     dirs: Vec<PathBuf>,
     replicas: Mutex<HashMap<u64, Replica>>,
     next_dir: Mutex<usize>,
+    direct_io: bool,
 }
 
 /// CRC32C of each 512-byte chunk of `data`.
@@ -82,7 +96,37 @@ impl BlockStore {
             dirs: dirs.to_vec(),
             replicas: Mutex::new(replicas),
             next_dir: Mutex::new(0),
+            direct_io: true,
         })
+    }
+
+    /// Whether aligned packets are written with `O_DIRECT` (on unless the
+    /// datanode's `direct_io` is off).
+    pub fn with_direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
+    /// The block file opened a second time for `O_DIRECT` writes, if the
+    /// store uses them and the file system allows them.
+    fn open_direct(&self, path: &Path) -> Option<File> {
+        if !self.direct_io {
+            return None;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::debug!(
+                    "{}: no O_DIRECT ({e}); writing through the page cache",
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Replica>> {
@@ -187,6 +231,7 @@ impl BlockStore {
         Ok(RbwWriter {
             block,
             dir,
+            direct: self.open_direct(&data),
             data: data_f,
             meta: meta_f,
             len: 0,
@@ -277,9 +322,9 @@ impl BlockStore {
         let (d1, m1) = self.paths(r.dir, ReplicaState::Rbw, id, new_gs);
         fs::rename(&m0, &m1).map_err(io)?;
         fs::rename(&d0, &d1).map_err(io)?;
-        let open = |p: &Path| OpenOptions::new().append(true).open(p).map_err(io);
-        let data = open(&d1)?;
-        let meta = open(&m1)?;
+        // Data is written at explicit offsets, checksums appended.
+        let data = OpenOptions::new().write(true).open(&d1).map_err(io)?;
+        let meta = OpenOptions::new().append(true).open(&m1).map_err(io)?;
         data.set_len(len).map_err(io)?;
         meta.set_len(META_HEADER + len.div_ceil(CHUNK as u64) * 4)
             .map_err(io)?;
@@ -299,6 +344,7 @@ impl BlockStore {
                 len,
             },
             dir: r.dir,
+            direct: self.open_direct(&d1),
             data,
             meta,
             len,
@@ -404,6 +450,8 @@ pub struct RbwWriter {
     pub block: BlockRec,
     dir: usize,
     data: File,
+    /// `data`'s file again, opened with `O_DIRECT`.
+    direct: Option<File>,
     meta: File,
     len: u64,
 }
@@ -421,49 +469,127 @@ impl RbwWriter {
     /// 512 unless it is the last packet) with one checksum per chunk; the
     /// checksums are verified first.
     pub fn append(&mut self, offset: u64, data: &[u8], sums: &[u32]) -> FsResult<()> {
-        if offset != self.len {
+        let (_, res) = self.append_all(&[Piece { offset, data, sums }]);
+        res
+    }
+
+    /// Appends pieces in order (each checked as `append` checks one), in
+    /// one vectored write where it can. Returns how many were stored, and
+    /// the error of the first refused piece (those before it are stored).
+    pub fn append_all(&mut self, pieces: &[Piece<'_>]) -> (usize, FsResult<()>) {
+        let mut end = self.len;
+        let mut good = 0;
+        let mut refused = Ok(());
+        for p in pieces {
+            if let Err(e) = self.check(end, p) {
+                refused = Err(e);
+                break;
+            }
+            end += p.data.len() as u64;
+            good += 1;
+        }
+        let ok = &pieces[..good];
+        let id = self.block.id;
+        let io = |e| FsError::io(&format!("block {id}"), e);
+        let bufs: Vec<&[u8]> = ok
+            .iter()
+            .map(|p| p.data)
+            .filter(|d| !d.is_empty())
+            .collect();
+        if let Err(e) = self.write_data(self.len, &bufs) {
+            return (0, Err(io(e)));
+        }
+        let mut sums = Vec::with_capacity(ok.iter().map(|p| p.sums.len() * 4).sum());
+        for s in ok.iter().flat_map(|p| p.sums) {
+            sums.extend_from_slice(&s.to_le_bytes());
+        }
+        if let Err(e) = self.meta.write_all(&sums) {
+            return (0, Err(io(e)));
+        }
+        self.len = end;
+        (good, refused)
+    }
+
+    fn check(&self, end: u64, p: &Piece<'_>) -> FsResult<()> {
+        let id = self.block.id;
+        if p.offset != end {
             return Err(FsError::invalid(format!(
-                "block {}: packet at offset {offset}, expected {}",
-                self.block.id, self.len
+                "block {id}: packet at offset {}, expected {end}",
+                p.offset
             )));
         }
-        if self.len % CHUNK as u64 != 0 {
+        if !p.data.is_empty() && end % CHUNK as u64 != 0 {
             return Err(FsError::invalid(format!(
-                "block {}: a partial chunk was already written",
-                self.block.id
+                "block {id}: a partial chunk was already written"
             )));
         }
-        let want = data.len().div_ceil(CHUNK);
-        if sums.len() != want {
+        let want = p.data.len().div_ceil(CHUNK);
+        if p.sums.len() != want {
             return Err(FsError::invalid(format!(
-                "block {}: {} checksums for {} chunks",
-                self.block.id,
-                sums.len(),
-                want
+                "block {id}: {} checksums for {want} chunks",
+                p.sums.len()
             )));
         }
-        for (i, (chunk, sum)) in data.chunks(CHUNK).zip(sums).enumerate() {
+        for (i, (chunk, sum)) in p.data.chunks(CHUNK).zip(p.sums).enumerate() {
             if crc32c::crc32c(chunk) != *sum {
                 return Err(FsError::new(
                     Kind::Corrupt,
                     format!(
-                        "block {}: checksum mismatch in chunk at offset {}",
-                        self.block.id,
-                        offset + (i * CHUNK) as u64
+                        "block {id}: checksum mismatch in chunk at offset {}",
+                        p.offset + (i * CHUNK) as u64
                     ),
                 ));
             }
         }
-        let io = |e| FsError::io(&format!("block {}", self.block.id), e);
-        self.data.write_all(data).map_err(io)?;
-        let mut buf = Vec::with_capacity(sums.len() * 4);
-        for s in sums {
-            buf.extend_from_slice(&s.to_le_bytes());
-        }
-        self.meta.write_all(&buf).map_err(io)?;
-        self.len += data.len() as u64;
         Ok(())
     }
+
+    /// Writes `bufs` back to back from `offset`: with `O_DIRECT` in one
+    /// vectored write when every address, length and the offset allow it,
+    /// else through the page cache (the kernel keeps the two coherent).
+    fn write_data(&mut self, mut offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        let aligned = |x: usize| x % DIRECT_ALIGN == 0;
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        if let Some(f) = &self.direct {
+            let direct_ok = aligned(offset as usize)
+                && bufs
+                    .iter()
+                    .all(|b| aligned(b.len()) && aligned(b.as_ptr() as usize));
+            while direct_ok && !rest.is_empty() {
+                match nix::sys::uio::pwritev(f, rest, offset as i64) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        offset += n as u64;
+                        IoSlice::advance_slices(&mut rest, n);
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    // The file system wants more alignment than we gave
+                    // (or a short write left us unaligned): the rest goes
+                    // through the page cache.
+                    Err(nix::errno::Errno::EINVAL) => {
+                        tracing::debug!("block {}: O_DIRECT refused", self.block.id);
+                        self.direct = None;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for b in rest.iter() {
+            self.data.write_all_at(b, offset)?;
+            offset += b.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// One packet's worth of a replica: its offset, data and checksums.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece<'a> {
+    pub offset: u64,
+    pub data: &'a [u8],
+    pub sums: &'a [u32],
 }
 
 /// A replica opened for reading.
@@ -585,6 +711,52 @@ mod tests {
         assert!(store.delete(1).unwrap());
         assert!(store.open_read(&b).is_err());
         assert!(!store.delete(1).unwrap());
+    }
+
+    /// `data` copied to a page-aligned address (as `transfer` receives it).
+    fn aligned(data: &[u8]) -> (Vec<u8>, usize) {
+        let mut v = Vec::with_capacity(data.len() + DIRECT_ALIGN);
+        let pad = (DIRECT_ALIGN - v.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        v.resize(pad, 0);
+        v.extend_from_slice(data);
+        (v, pad)
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_mix_in_one_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        for direct in [true, false] {
+            let store = BlockStore::open(&[dir.path().to_path_buf()])
+                .unwrap()
+                .with_direct_io(direct);
+            let id = 20 + direct as u64;
+            let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+            let mut w = store.create_rbw(block(id)).unwrap();
+            // Aligned packets (direct), a chunk-sized one that leaves the
+            // offset unaligned (buffered), an aligned-length packet at that
+            // offset (buffered), then a short tail.
+            let cuts = [0, 65_536, 131_072, 131_584, 135_680, 200_000];
+            for win in cuts.windows(2) {
+                let piece = &data[win[0]..win[1]];
+                let (buf, pad) = aligned(piece);
+                w.append(win[0] as u64, &buf[pad..], &checksums(piece))
+                    .unwrap();
+                assert_eq!(store.visible_len(id).unwrap().1, win[1] as u64);
+            }
+            let b = store.finalize(w, true).unwrap();
+            assert_eq!(b.len, 200_000);
+            store.verify(&b).unwrap();
+            let mut r = store.open_read(&b).unwrap();
+            assert_eq!(r.read_verified(0, 200_000).unwrap(), data);
+        }
+        // A replica reopened at an unaligned length takes aligned packets.
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let data = vec![9u8; 16_384];
+        let mut w = store.reopen_rbw(21, 7, 8, 512).unwrap();
+        w.append(512, &data, &checksums(&data)).unwrap();
+        let b = store.finalize(w, false).unwrap();
+        assert_eq!(b.len, 512 + 16_384);
+        store.verify(&b).unwrap();
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct Packet {
 
 const PACKET_HEADER: usize = 8 + 8 + 4 + 1;
 
+/// Where a received packet's data starts in memory: a multiple of this.
+const DATA_ALIGN: usize = crate::blockstore::DIRECT_ALIGN;
+
 impl Packet {
     /// A packet of `data` with checksums computed here.
     pub fn new(seqno: u64, offset: u64, data: Bytes, last: bool) -> Self {
@@ -148,6 +151,12 @@ impl Packet {
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(PACKET_HEADER + self.sums.len() * 4 + self.data.len());
+        self.encode_head(out);
+        out.extend_from_slice(&self.data);
+    }
+
+    /// The header and the checksums: everything before the data.
+    fn encode_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seqno.to_be_bytes());
         out.extend_from_slice(&self.offset.to_be_bytes());
         out.extend_from_slice(&(self.data.len() as u32).to_be_bytes());
@@ -155,7 +164,6 @@ impl Packet {
         for s in &self.sums {
             out.extend_from_slice(&s.to_le_bytes());
         }
-        out.extend_from_slice(&self.data);
     }
 
     /// Checks every chunk against its checksum; the error names the offset.
@@ -196,13 +204,17 @@ pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Packet> 
         return Err(bad_data(format!("packet of {len} bytes is too large")));
     }
     let n = len.div_ceil(CHUNK);
-    let mut body = vec![0u8; n * 4 + len];
-    r.read_exact(&mut body).await?;
-    let sums = body[..n * 4]
+    // The data lands at a page-aligned address, so a datanode can hand it
+    // to the disk with O_DIRECT as it is (see `blockstore`).
+    let mut body = Vec::with_capacity(DATA_ALIGN + n * 4 + len);
+    let pad = (DATA_ALIGN - (body.as_ptr() as usize + n * 4) % DATA_ALIGN) % DATA_ALIGN;
+    body.resize(pad + n * 4 + len, 0);
+    r.read_exact(&mut body[pad..]).await?;
+    let sums = body[pad..pad + n * 4]
         .chunks(4)
         .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
         .collect();
-    let data = Bytes::from(body).slice(n * 4..);
+    let data = Bytes::from(body).slice(pad + n * 4..);
     Ok(Packet {
         seqno,
         offset,
@@ -411,7 +423,7 @@ pub async fn open_pipeline(
     Ok((
         PipelineTx {
             w,
-            buf: Vec::with_capacity(PACKET + 1024),
+            buf: Vec::with_capacity(PACKET_HEADER + PACKET / CHUNK * 4),
         },
         PipelineRx { r },
     ))
@@ -420,8 +432,11 @@ pub async fn open_pipeline(
 impl PipelineTx {
     pub async fn send(&mut self, p: &Packet) -> io::Result<()> {
         self.buf.clear();
-        p.encode(&mut self.buf);
+        p.encode_head(&mut self.buf);
+        // Into the write buffer as two pieces: no copy of the whole packet
+        // beforehand.
         timed("send packet", self.w.write_all(&self.buf)).await?;
+        timed("send packet", self.w.write_all(&p.data)).await?;
         // Flushed at once: a packet must not sit here while the writer
         // waits for acks or for its own input.
         timed("send packet", self.w.flush()).await

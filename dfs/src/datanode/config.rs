@@ -35,6 +35,10 @@ pub struct DatanodeConfig {
     /// `dfs.datanode.synconclose`). Off by default, as in HDFS: a replica
     /// lives on several machines, and the page cache reaches disk soon.
     pub sync_on_close: bool,
+    /// Write whole aligned packets with `O_DIRECT` (no copy into the page
+    /// cache); off writes everything through the page cache, as HDFS does.
+    /// File systems without `O_DIRECT` (tmpfs) fall back on their own.
+    pub direct_io: bool,
     /// Runtime worker threads; 0 = one per core.
     pub worker_threads: usize,
     pub log_format: String,
@@ -54,6 +58,7 @@ impl Default for DatanodeConfig {
             rack: "/default-rack".into(),
             scan_period_ms: 6 * 3600 * 1000,
             sync_on_close: false,
+            direct_io: true,
             worker_threads: 0,
             log_format: "human".into(),
             log_level: "info".into(),
@@ -95,6 +100,9 @@ pub struct DatanodeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_on_close: Option<bool>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_io: Option<bool>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,

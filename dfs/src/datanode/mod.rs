@@ -101,10 +101,13 @@ async fn start(
     registry: prometheus::Registry,
 ) -> anyhow::Result<DatanodeHandle> {
     let dirs = cfg.data_paths();
-    let store = tokio::task::spawn_blocking(move || BlockStore::open(&dirs))
-        .await
-        .context("opening the block store")?
-        .map_err(|e| anyhow::anyhow!("cannot open the block store: {e}"))?;
+    let direct_io = cfg.direct_io;
+    let store = tokio::task::spawn_blocking(move || {
+        BlockStore::open(&dirs).map(|s| s.with_direct_io(direct_io))
+    })
+    .await
+    .context("opening the block store")?
+    .map_err(|e| anyhow::anyhow!("cannot open the block store: {e}"))?;
     let store = Arc::new(store);
     let metrics = DatanodeMetrics::new(&registry);
     hstack_daemon::register_build_info(&registry, "datanode");

@@ -6,13 +6,16 @@
 //! reports. That keeps it testable alone, with real sockets and no
 //! namenode.
 //!
-//! A write pipeline runs as two halves joined in the connection's task: the
-//! receiver reads a packet, forwards it downstream at once (so the next
-//! datanode works while we do), then verifies and appends it; the
-//! responder matches each packet with the downstream's ack for it and
-//! sends our own ack upstream. The receiver finalizes the replica before it
-//! hands the `last` packet to the responder, so the final ack means every
-//! replica downstream of the writer is complete.
+//! A write pipeline runs as three parts: the receiver (in the connection's
+//! task) reads a packet, forwards it downstream at once (so the next
+//! datanode works while we do) and queues it for the disk writer; the disk
+//! writer (a blocking thread) verifies and appends whatever is queued in
+//! one go; the responder matches each stored packet with the downstream's
+//! ack for it and sends our own ack upstream. So receiving, forwarding and
+//! the disk overlap, and an ack still means the packet is stored here and
+//! downstream. The disk writer finalizes the replica before it hands the
+//! `last` packet to the responder, so the final ack means every replica
+//! downstream of the writer is complete.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +30,7 @@ use tracing::Instrument;
 
 use super::fence::{Claim, Fences};
 use super::metrics::DatanodeMetrics;
-use crate::blockstore::{BlockReader, BlockStore, RbwWriter, ReplicaState, CHUNK};
+use crate::blockstore::{BlockReader, BlockStore, Piece, RbwWriter, ReplicaState, CHUNK};
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
 use crate::transfer::{
@@ -196,7 +199,7 @@ fn open_replica(
 }
 
 async fn write_block(
-    ctx: &XceiverCtx,
+    ctx: &Arc<XceiverCtx>,
     up_r: BufReader<OwnedReadHalf>,
     mut up_w: BufWriter<OwnedWriteHalf>,
     block: BlockRec,
@@ -256,19 +259,32 @@ async fn write_block(
         Some((tx, rx)) => (Some(tx), Some(rx)),
         None => (None, None),
     };
-    let (items_tx, items_rx) = mpsc::unbounded_channel();
-    let receiver = Receiver {
-        ctx,
-        claim: &claim,
+    let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let disk = DiskWriter {
+        ctx: ctx.clone(),
+        claim,
         block,
         writer: Some(writer),
     };
-    tokio::join!(
-        receiver.run(up_r, down_tx, items_tx),
-        respond(up_w, down_rx, n_down, items_rx),
+    let disk = tokio::task::spawn_blocking(move || disk.run(disk_rx, done_tx));
+    let ((), (), claim) = tokio::join!(
+        receive(block, up_r, down_tx, disk_tx),
+        respond(up_w, down_rx, n_down, done_rx),
+        disk,
     );
-    ctx.fences.release(claim);
+    match claim {
+        Ok(claim) => ctx.fences.release(claim),
+        Err(e) => tracing::error!("block {}: the disk writer failed: {e}", block.id),
+    }
 }
+
+/// Packets waiting for the disk (2 MiB at 64 KiB each): the receiver
+/// forwards ahead of the disk by this much at most.
+const DISK_QUEUE: usize = 32;
+
+/// At most this much data goes to the disk in one vectored write.
+const DISK_BATCH: usize = 1 << 20;
 
 /// One packet's outcome here, for the responder.
 struct Done {
@@ -279,122 +295,192 @@ struct Done {
     forwarded: bool,
 }
 
-struct Receiver<'a> {
-    ctx: &'a XceiverCtx,
-    claim: &'a Claim,
+/// Reads packets from upstream, forwards each downstream at once (so the
+/// next datanode works while we do) and queues it for the disk writer.
+async fn receive(
+    block: BlockRec,
+    mut up: BufReader<OwnedReadHalf>,
+    mut down: Option<PipelineTx>,
+    to_disk: mpsc::Sender<(Packet, bool)>,
+) {
+    loop {
+        // Nothing more buffered from upstream: push what we forwarded on
+        // before waiting (a writer may be waiting for its acks).
+        if up.buffer().is_empty() {
+            if let Some(d) = &mut down {
+                if let Err(e) = d.flush().await {
+                    tracing::info!("block {}: lost the downstream datanode: {e}", block.id);
+                    down = None;
+                }
+            }
+        }
+        let read = tokio::select! {
+            r = timed("read a packet", read_packet(&mut up)) => r,
+            // The disk writer refused a packet: the connection ends here.
+            () = to_disk.closed() => return,
+        };
+        let p = match read {
+            Ok(p) => p,
+            Err(_) if to_disk.is_closed() => return,
+            Err(e) => {
+                // The writer (or the node upstream) is gone; the disk
+                // writer stores what is queued, then counts it.
+                tracing::debug!("block {}: reading from upstream: {e}", block.id);
+                return;
+            }
+        };
+        // `send` flushes: the packet that stops us (the last, or one the
+        // disk refuses) reaches downstream, so its ack tells how every node
+        // took it.
+        if let Some(d) = &mut down {
+            if let Err(e) = d.send(&p).await {
+                tracing::info!("block {}: lost the downstream datanode: {e}", block.id);
+                down = None;
+            }
+        }
+        let last = p.last;
+        // The disk writer stopped (it refused a packet) or the block is
+        // complete.
+        if to_disk.send((p, down.is_some())).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The disk side of a write, on a blocking thread: verifies and appends
+/// what the receiver queued, as many packets at once as are waiting (one
+/// vectored `O_DIRECT` write for all of them when they are aligned), and
+/// finalizes the replica before it hands the `last` packet to the
+/// responder. Gives the claim back when done.
+struct DiskWriter {
+    ctx: Arc<XceiverCtx>,
+    claim: Claim,
     block: BlockRec,
     writer: Option<RbwWriter>,
 }
 
-impl Receiver<'_> {
-    async fn run(
+impl DiskWriter {
+    fn run(
         mut self,
-        mut up: BufReader<OwnedReadHalf>,
-        mut down: Option<PipelineTx>,
+        mut queue: mpsc::Receiver<(Packet, bool)>,
         done: mpsc::UnboundedSender<Done>,
-    ) {
+    ) -> Claim {
+        let mut batch: Vec<(Packet, bool)> = Vec::new();
         loop {
-            // Nothing more buffered from upstream: push what we forwarded
-            // on before waiting (a writer may be waiting for its acks).
-            if up.buffer().is_empty() {
-                if let Some(d) = &mut down {
-                    if let Err(e) = d.flush().await {
-                        tracing::info!(
-                            "block {}: lost the downstream datanode: {e}",
-                            self.block.id
-                        );
-                        down = None;
+            let Some(first) = queue.blocking_recv() else {
+                // The queue ended before the last packet: the receiver lost
+                // its upstream. The rbw replica stays for pipeline or lease
+                // recovery.
+                self.ctx.metrics.write_errors_total.inc();
+                tracing::info!(
+                    "block {}: writer went away mid-block; keeping the partial replica",
+                    self.block.id
+                );
+                break;
+            };
+            batch.clear();
+            let mut bytes = first.0.data.len();
+            batch.push(first);
+            while !batch[batch.len() - 1].0.last && bytes < DISK_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        bytes += next.0.data.len();
+                        batch.push(next);
                     }
+                    Err(_) => break,
                 }
             }
-            let p = match timed("read a packet", read_packet(&mut up)).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // The writer (or the node upstream) is gone; the rbw
-                    // replica stays for pipeline or lease recovery.
-                    self.ctx.metrics.write_errors_total.inc();
-                    tracing::info!(
-                        "block {}: writer went away mid-block ({e}); keeping the partial replica",
-                        self.block.id
-                    );
-                    return;
+            let statuses = self.store(&batch);
+            for ((p, forwarded), status) in batch.iter().zip(statuses) {
+                let stop = p.last || status != Status::Ok;
+                if stop {
+                    // Before the ack can go out: the receiver must know the
+                    // connection ends here when upstream hangs up on it.
+                    queue.close();
                 }
-            };
-            if let Some(d) = &mut down {
-                if let Err(e) = d.send(&p).await {
-                    tracing::info!("block {}: lost the downstream datanode: {e}", self.block.id);
-                    down = None;
-                }
-            }
-            let status = self.store(&p);
-            let stop = p.last || status != Status::Ok;
-            if let (true, Some(d)) = (stop, &mut down) {
-                // Let the packet that stops us reach downstream, so its
-                // ack tells how every node took it.
-                if d.flush().await.is_err() {
-                    down = None;
-                }
-            }
-            let d = Done {
-                seqno: p.seqno,
-                last: p.last,
-                status,
-                forwarded: down.is_some(),
-            };
-            if done.send(d).is_err() || stop {
+                let d = Done {
+                    seqno: p.seqno,
+                    last: p.last,
+                    status,
+                    forwarded: *forwarded,
+                };
                 // The responder stopped (an error went upstream) or the
                 // block is complete.
-                return;
+                if done.send(d).is_err() || stop {
+                    return self.claim;
+                }
             }
         }
+        self.claim
     }
 
-    /// Verifies and appends a packet; finalizes on the last one.
-    fn store(&mut self, p: &Packet) -> Status {
-        let ctx = self.ctx;
+    /// Verifies and appends a batch (finalizing on the last packet): one
+    /// status per packet, `Ok` up to the first refused one.
+    fn store(&mut self, batch: &[(Packet, bool)]) -> Vec<Status> {
+        let ctx = &*self.ctx;
         let id = self.block.id;
         let writer = &mut self.writer;
-        let stored = self.claim.run(|| -> FsResult<Option<BlockRec>> {
-            let w = writer.as_mut().ok_or_else(|| {
-                FsError::invalid(format!("block {id}: a packet after the last one"))
-            })?;
-            if !p.data.is_empty() {
-                w.append(p.offset, &p.data, &p.sums)?;
+        let pieces: Vec<Piece<'_>> = batch
+            .iter()
+            .map(|(p, _)| Piece {
+                offset: p.offset,
+                data: &p.data,
+                sums: &p.sums,
+            })
+            .collect();
+        let stored = self.claim.run(|| -> (usize, FsResult<Option<BlockRec>>) {
+            let Some(w) = writer.as_mut() else {
+                return (
+                    0,
+                    Err(FsError::invalid(format!(
+                        "block {id}: a packet after the last one"
+                    ))),
+                );
+            };
+            let (good, res) = w.append_all(&pieces);
+            if let Err(e) = res {
+                return (good, Err(e));
             }
-            if !p.last {
-                return Ok(None);
+            if !batch[batch.len() - 1].0.last {
+                return (good, Ok(None));
             }
             let w = writer.take().expect("writer checked above");
-            ctx.store.finalize(w, ctx.sync_on_close).map(Some)
+            (good, ctx.store.finalize(w, ctx.sync_on_close).map(Some))
         });
-        match stored {
+        let (good, res) = match stored {
+            Some(r) => r,
             None => {
                 ctx.metrics.write_errors_total.inc();
                 tracing::info!("block {id}: a newer pipeline or a recovery took the block over");
-                Status::Error
+                return vec![Status::Error; batch.len()];
             }
-            Some(Ok(finalized)) => {
-                ctx.metrics.bytes_written_total.inc_by(p.data.len() as u64);
+        };
+        let bytes: usize = pieces[..good].iter().map(|p| p.data.len()).sum();
+        ctx.metrics.bytes_written_total.inc_by(bytes as u64);
+        let mut statuses = vec![Status::Ok; good];
+        match res {
+            Ok(finalized) => {
                 if let Some(b) = finalized {
                     ctx.metrics.blocks_written_total.inc();
                     tracing::debug!(block = b.id, len = b.len, "replica finalized");
                     ctx.event(Event::Received(b));
                 }
-                Status::Ok
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 ctx.metrics.write_errors_total.inc();
-                tracing::warn!(
-                    "block {id}: failed to store the packet at {}: {e}",
-                    p.offset
-                );
-                if e.kind == Kind::Corrupt {
+                let at = batch.get(good).map_or(0, |(p, _)| p.offset);
+                tracing::warn!("block {id}: failed to store the packet at {at}: {e}");
+                let status = if e.kind == Kind::Corrupt {
                     Status::ChecksumError
                 } else {
                     Status::Error
-                }
+                };
+                // The finalize failing fails the last packet itself.
+                statuses.truncate(good.min(batch.len() - 1));
+                statuses.resize(batch.len(), status);
             }
         }
+        statuses
     }
 }
 
