@@ -23,10 +23,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
@@ -59,6 +61,7 @@ pub struct BlockStore {
     replicas: Mutex<HashMap<u64, Replica>>,
     next_dir: Mutex<usize>,
     direct_io: bool,
+    pool: Arc<BufPool>,
 }
 
 /// CRC32C of each 512-byte chunk of `data`.
@@ -97,6 +100,7 @@ impl BlockStore {
             replicas: Mutex::new(replicas),
             next_dir: Mutex::new(0),
             direct_io: true,
+            pool: Arc::default(),
         })
     }
 
@@ -109,12 +113,13 @@ impl BlockStore {
 
     /// The block file opened a second time for `O_DIRECT` writes, if the
     /// store uses them and the file system allows them.
-    fn open_direct(&self, path: &Path) -> Option<File> {
+    fn open_direct(&self, path: &Path, write: bool) -> Option<File> {
         if !self.direct_io {
             return None;
         }
         match OpenOptions::new()
-            .write(true)
+            .read(!write)
+            .write(write)
             .custom_flags(nix::libc::O_DIRECT)
             .open(path)
         {
@@ -231,7 +236,7 @@ impl BlockStore {
         Ok(RbwWriter {
             block,
             dir,
-            direct: self.open_direct(&data),
+            direct: self.open_direct(&data, true),
             data: data_f,
             meta: meta_f,
             len: 0,
@@ -344,7 +349,7 @@ impl BlockStore {
                 len,
             },
             dir: r.dir,
-            direct: self.open_direct(&d1),
+            direct: self.open_direct(&d1, true),
             data,
             meta,
             len,
@@ -389,8 +394,10 @@ impl BlockStore {
         Ok(BlockReader {
             id: block.id,
             len: r.len,
-            data: File::open(d).map_err(io)?,
+            data: File::open(&d).map_err(io)?,
+            direct: self.open_direct(&d, false),
             meta: File::open(m).map_err(io)?,
+            pool: self.pool.clone(),
         })
     }
 
@@ -593,19 +600,87 @@ pub struct Piece<'a> {
 }
 
 /// A replica opened for reading.
-#[derive(Debug)]
 pub struct BlockReader {
     pub id: u64,
     pub len: u64,
     data: File,
+    /// `data`'s file again, opened with `O_DIRECT`.
+    direct: Option<File>,
     meta: File,
+    pool: Arc<BufPool>,
+}
+
+impl std::fmt::Debug for BlockReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockReader")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
+}
+
+/// Most a streaming reader asks for at once (`read_raw` takes more, in a
+/// buffer of its own).
+pub const READ_WINDOW: usize = 1 << 20;
+
+/// Page-aligned read buffers, reused. A reused buffer is warm in the
+/// caches (and, on a VM, already backed by the host: fresh memory faults
+/// there on first touch, which made the copy out of the page cache the
+/// most expensive step of a read).
+#[derive(Default)]
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Idle buffers kept (each a read window and a little).
+const POOL_MAX: usize = 32;
+const POOL_BUF: usize = READ_WINDOW + 2 * DIRECT_ALIGN;
+
+impl BufPool {
+    fn take(&self, need: usize) -> Vec<u8> {
+        if need <= POOL_BUF {
+            if let Some(b) = self.free.lock().expect("buffer pool lock").pop() {
+                return b;
+            }
+        }
+        vec![0; need.max(POOL_BUF)]
+    }
+}
+
+/// A pool buffer lent to a `Bytes`; back to the pool when the last slice
+/// of it goes.
+struct Lent {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() == POOL_BUF {
+            let mut free = self.pool.free.lock().expect("buffer pool lock");
+            if free.len() < POOL_MAX {
+                free.push(buf);
+            }
+        }
+    }
 }
 
 impl BlockReader {
-    /// Reads `len` bytes from `offset` (widened to whole chunks), returning
-    /// the chunk-aligned start, the data and the stored checksums, without
-    /// verifying them (the reader does).
-    pub fn read_raw(&mut self, offset: u64, len: usize) -> FsResult<(u64, Vec<u8>, Vec<u32>)> {
+    /// Reads `len` bytes from `offset` (widened to whole chunks, clipped
+    /// at the replica's end), returning the chunk-aligned start, the data
+    /// and the stored checksums, without verifying them (the reader does).
+    /// The data is read with `O_DIRECT` when it can be (no copy through the
+    /// page cache, which a stream read once would only pollute).
+    pub fn read_raw(&mut self, offset: u64, len: usize) -> FsResult<(u64, Bytes, Vec<u32>)> {
         if offset > self.len {
             return Err(FsError::invalid(format!(
                 "block {}: offset {offset} is past its end ({})",
@@ -620,20 +695,40 @@ impl BlockReader {
             .min(self.len);
         let n = (end - start) as usize;
         let io = |e| FsError::io(&format!("block {}", self.id), e);
-        let mut data = vec![0u8; n];
-        self.data.seek(SeekFrom::Start(start)).map_err(io)?;
-        self.data.read_exact(&mut data).map_err(io)?;
+        // Aligned around [start, end) for O_DIRECT.
+        let a = DIRECT_ALIGN as u64;
+        let astart = start / a * a;
+        let head = (start - astart) as usize;
+        let alen = (head + n).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let mut buf = self.pool.take(alen + DIRECT_ALIGN);
+        let base = (DIRECT_ALIGN - buf.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        let got = match &self.direct {
+            Some(f) => read_direct(f, &mut buf[base..base + alen], astart).map_err(io)?,
+            None => 0,
+        };
+        if got < head + n {
+            // No O_DIRECT (or a short read at the file's end, which a
+            // buffered read settles either way).
+            self.direct = None;
+            self.data
+                .read_exact_at(&mut buf[base + head..base + head + n], start)
+                .map_err(io)?;
+        }
+        let data = Bytes::from_owner(Lent {
+            buf,
+            range: base + head..base + head + n,
+            pool: self.pool.clone(),
+        });
         let chunks = n.div_ceil(CHUNK);
         let mut raw = vec![0u8; chunks * 4];
         self.meta
-            .seek(SeekFrom::Start(META_HEADER + start / CHUNK as u64 * 4))
-            .map_err(io)?;
-        self.meta.read_exact(&mut raw).map_err(|e| {
-            FsError::new(
-                Kind::Corrupt,
-                format!("block {}: checksum file too short: {e}", self.id),
-            )
-        })?;
+            .read_exact_at(&mut raw, META_HEADER + start / CHUNK as u64 * 4)
+            .map_err(|e| {
+                FsError::new(
+                    Kind::Corrupt,
+                    format!("block {}: checksum file too short: {e}", self.id),
+                )
+            })?;
         let sums = raw
             .chunks(4)
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -660,6 +755,24 @@ impl BlockReader {
         let take = len.min(data.len().saturating_sub(skip));
         Ok(data[skip..skip + take].to_vec())
     }
+}
+
+/// Reads into `buf` from `offset` with `O_DIRECT` until it is full or the
+/// file ends; how much was read. An `O_DIRECT` refusal reads nothing.
+fn read_direct(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            // A short read not at a block boundary: the rest buffered.
+            Ok(n) if n % DIRECT_ALIGN != 0 => return Ok(got + n),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 #[cfg(test)]
@@ -748,6 +861,17 @@ mod tests {
             store.verify(&b).unwrap();
             let mut r = store.open_read(&b).unwrap();
             assert_eq!(r.read_verified(0, 200_000).unwrap(), data);
+            // Reads that start and end off the 4 KiB grid, and at the end.
+            for (off, len) in [(4095, 70_000), (512, 4096), (196_000, 10_000), (199_999, 1)] {
+                let want = &data[off..(off + len).min(data.len())];
+                assert_eq!(
+                    r.read_verified(off as u64, len).unwrap(),
+                    want,
+                    "{off}+{len}"
+                );
+            }
+            let (start, bytes, sums) = r.read_raw(4095, READ_WINDOW).unwrap();
+            assert_eq!((start, bytes.len(), sums.len()), (3584, 196_416, 384));
         }
         // A replica reopened at an unaligned length takes aligned packets.
         let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();

@@ -156,7 +156,7 @@ impl Packet {
     }
 
     /// The header and the checksums: everything before the data.
-    fn encode_head(&self, out: &mut Vec<u8>) {
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seqno.to_be_bytes());
         out.extend_from_slice(&self.offset.to_be_bytes());
         out.extend_from_slice(&(self.data.len() as u32).to_be_bytes());
