@@ -35,9 +35,13 @@ pub struct DatanodeConfig {
     /// `dfs.datanode.synconclose`). Off by default, as in HDFS: a replica
     /// lives on several machines, and the page cache reaches disk soon.
     pub sync_on_close: bool,
-    /// Write whole aligned packets with `O_DIRECT` (no copy into the page
-    /// cache); off writes everything through the page cache, as HDFS does.
-    /// File systems without `O_DIRECT` (tmpfs) fall back on their own.
+    /// Block data moves between disk and memory with `O_DIRECT`: whole
+    /// aligned packets are written, and reads come in 1 MiB windows,
+    /// without the copy through the page cache (faster for streams read
+    /// or written once: see docs/benchmarks.md). Off, everything goes
+    /// through the page cache, as in HDFS, which lets the cache serve hot
+    /// blocks. File systems without `O_DIRECT` (tmpfs) fall back on their
+    /// own.
     pub direct_io: bool,
     /// Runtime worker threads; 0 = one per core.
     pub worker_threads: usize,
