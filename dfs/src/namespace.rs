@@ -653,6 +653,20 @@ impl Namespace {
         }
     }
 
+    /// The id of an existing file the caller may write (what overwriting
+    /// it takes: traverse on the way, write on the file).
+    pub fn writable_file(&self, p: &str, caller: &Caller) -> FsResult<InodeId> {
+        let id = self.resolve(p, Some(caller))?;
+        self.check(caller, id, WRITE)?;
+        match &self.get(id).body {
+            Body::File(_) => Ok(id),
+            Body::Dir(_) => Err(FsError::new(
+                Kind::IsDirectory,
+                format!("{p}: is a directory"),
+            )),
+        }
+    }
+
     pub fn file(&self, id: InodeId) -> Option<&FileInode> {
         match &self.inodes.get(&id)?.body {
             Body::File(f) => Some(f),
@@ -1529,6 +1543,28 @@ mod tests {
             mkdir("/user/alice/a/x", "hdfs", 0o755),
             "hdfs",
             Kind::ParentNotDirectory,
+        );
+    }
+
+    #[test]
+    fn writable_file_is_what_an_overwrite_needs() {
+        let mut ns = Namespace::new("hdfs", "supergroup");
+        ok(&mut ns, mkdir("/open", "alice", 0o755), "hdfs");
+        ok(&mut ns, mkdir("/shut", "alice", 0o700), "hdfs");
+        ok(&mut ns, create("/open/f", "alice"), "alice");
+        ok(&mut ns, create("/shut/f", "alice"), "alice");
+        let id = ns.resolve_id("/open/f").unwrap();
+        assert_eq!(ns.writable_file("/open/f", &caller("alice")).unwrap(), id);
+        assert_eq!(ns.writable_file("/open/f", &caller("hdfs")).unwrap(), id);
+        let deny = |p: &str| ns.writable_file(p, &caller("bob")).unwrap_err().kind;
+        assert_eq!(deny("/open/f"), Kind::PermissionDenied, "0644, not bob's");
+        assert_eq!(deny("/shut/f"), Kind::PermissionDenied, "no traverse");
+        assert_eq!(deny("/open/none"), Kind::FileNotFound);
+        assert_eq!(
+            ns.writable_file("/open", &caller("alice"))
+                .unwrap_err()
+                .kind,
+            Kind::IsDirectory
         );
     }
 

@@ -107,11 +107,22 @@ impl FileReader {
                 }
             }
             let cur = self.cur.as_mut().expect("connected");
-            if cur.done {
-                self.cur = None;
-                continue;
-            }
-            match next_piece(cur).await {
+            let piece = if cur.done {
+                // The replica's stream ended before the block did.
+                Err(FsError::new(
+                    Kind::Io,
+                    format!(
+                        "block {} on {}: the replica ends at offset {} of {}",
+                        cur.block.id,
+                        cur.node.id,
+                        cur.pos - (cur.end - cur.block.len),
+                        cur.block.len
+                    ),
+                ))
+            } else {
+                next_piece(cur).await
+            };
+            match piece {
                 Ok(Some(b)) => {
                     self.pos += b.len() as u64;
                     if self.pos >= cur.end {
@@ -122,9 +133,9 @@ impl FileReader {
                     }
                     return Ok(Some(b));
                 }
-                Ok(None) => {
-                    self.cur = None;
-                }
+                // The last packet, empty: the next turn tells whether the
+                // block is done (`pos` reached its end) or the replica short.
+                Ok(None) => cur.done = true,
                 Err(e) => {
                     let cur = self.cur.take().expect("connected");
                     tracing::warn!(

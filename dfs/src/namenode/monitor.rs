@@ -84,6 +84,11 @@ impl Namenode {
     }
 
     fn lease_tick(&self, st: &mut State, now: Instant) {
+        // Not in safe mode (as HDFS): the holders of a last block may not
+        // have reported yet, and recovery would close the file without it.
+        if st.in_safe_mode() {
+            return;
+        }
         let hard = Duration::from_millis(self.cfg.lease_hard_limit_ms);
         let mut files = Vec::new();
         for (client, l) in &st.leases {

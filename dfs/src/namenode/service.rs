@@ -407,14 +407,15 @@ impl pb::namenode_server::Namenode for NamenodeService {
                 };
                 let block_size = nn.check_block_size(r.block_size)?;
                 // A file still held by a writer whose lease passed its soft
-                // limit: recover it, and let this client try again.
-                if let Ok(id) = st.ns.resolve_id(&p) {
+                // limit: recover it, and let this client try again. Only a
+                // caller who may overwrite the file can set that off.
+                if let (true, Ok(id)) = (r.overwrite, st.ns.writable_file(&p, &w.caller)) {
                     if let Some(uc) = st.ns.file(id).and_then(|f| f.uc.as_deref()) {
                         let holder = uc.client.clone();
                         let stale = st.leases.get(&holder).is_none_or(|l| {
                             l.renewed.elapsed().as_millis() as u64 >= nn.cfg.lease_soft_limit_ms
                         });
-                        if holder != client && r.overwrite && stale && !st.recovering.contains_key(&id) {
+                        if holder != client && stale && !st.recovering.contains_key(&id) {
                             nn.start_recovery(st, id, Instant::now())?;
                             return Err(FsError::new(
                                 Kind::AlreadyExists,
