@@ -178,8 +178,14 @@ impl BlockStore {
         let used: u64 = self.lock().values().map(|r| r.len).sum();
         let mut cap = 0;
         let mut free = 0;
+        // Directories on one file system count it once.
+        let mut seen = Vec::new();
         for d in &self.dirs {
             if let Ok(s) = nix::sys::statvfs::statvfs(d) {
+                if seen.contains(&s.filesystem_id()) {
+                    continue;
+                }
+                seen.push(s.filesystem_id());
                 cap += s.blocks() * s.fragment_size();
                 free += s.blocks_available() * s.fragment_size();
             }
@@ -820,6 +826,9 @@ mod tests {
         let (cap, used, free) = store.usage();
         assert_eq!(used, 10_513);
         assert!(cap > 0 && free > 0 && free <= cap);
+        // Both directories are on one file system: counted once.
+        let one = BlockStore::open(&dirs[..1]).unwrap().usage().0;
+        assert_eq!(cap, one);
         store.verify(&b).unwrap();
         assert!(store.delete(1).unwrap());
         assert!(store.open_read(&b).is_err());

@@ -42,7 +42,7 @@ use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
 
 pub const MAGIC: &[u8; 4] = b"HSDT";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Data bytes per packet (128 chunks).
 pub const PACKET: usize = 64 * 1024;
 /// Largest frame or packet accepted: anything bigger is garbage.
@@ -259,19 +259,24 @@ impl Ack {
 }
 
 pub async fn write_ack<W: AsyncWrite + Unpin>(w: &mut W, a: &Ack) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(9 + a.statuses.len());
+    let mut buf = Vec::with_capacity(10 + a.statuses.len());
     buf.extend_from_slice(&a.seqno.to_be_bytes());
-    buf.push(a.statuses.len() as u8);
+    // A u16: a pipeline is as long as the replication (at most 512).
+    buf.extend_from_slice(&(a.statuses.len() as u16).to_be_bytes());
     buf.extend(a.statuses.iter().map(|s| *s as u8));
     w.write_all(&buf).await?;
     w.flush().await
 }
 
 pub async fn read_ack<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Ack> {
-    let mut h = [0u8; 9];
+    let mut h = [0u8; 10];
     r.read_exact(&mut h).await?;
     let seqno = u64::from_be_bytes(h[0..8].try_into().expect("8"));
-    let mut st = vec![0u8; h[8] as usize];
+    let n = u16::from_be_bytes(h[8..10].try_into().expect("2")) as usize;
+    if n > crate::namespace::MAX_REPLICATION as usize {
+        return Err(bad_data(format!("an ack with {n} statuses")));
+    }
+    let mut st = vec![0u8; n];
     r.read_exact(&mut st).await?;
     let statuses = st
         .into_iter()
@@ -502,8 +507,31 @@ mod tests {
         let e = recv_op(&mut b).await.unwrap_err();
         assert!(e.to_string().contains("bad magic"), "{e}");
         let (mut a, mut b) = tokio::io::duplex(1024);
-        a.write_all(b"HSDT\x01\xff\xff\xff\xff").await.unwrap();
+        a.write_all(&[b'H', b'S', b'D', b'T', VERSION, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
         let e = recv_op(&mut b).await.unwrap_err();
         assert!(e.to_string().contains("too large"), "{e}");
+        // Version 1 (one-byte ack counts) is refused, not misread.
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"HSDT\x01\x00\x00\x00\x00").await.unwrap();
+        let e = recv_op(&mut b).await.unwrap_err();
+        assert!(e.to_string().contains("version 1 is not supported"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn acks_carry_up_to_512_statuses() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let ack = Ack {
+            seqno: 9,
+            statuses: vec![Status::Ok; 300],
+        };
+        write_ack(&mut a, &ack).await.unwrap();
+        assert_eq!(read_ack(&mut b).await.unwrap(), ack);
+        a.write_all(&[0, 0, 0, 0, 0, 0, 0, 1, 0x02, 0x01])
+            .await
+            .unwrap();
+        let e = read_ack(&mut b).await.unwrap_err();
+        assert!(e.to_string().contains("513 statuses"), "{e}");
     }
 }
