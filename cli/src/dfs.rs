@@ -701,10 +701,12 @@ async fn wait_replication(c: &DfsClient, path: &str, want: u32) -> anyhow::Resul
     let started = Instant::now();
     loop {
         let lbs = c.block_locations(path, 0, 0).await?;
+        // Exactly `want`, as `hdfs dfs -setrep -w`: lowering the
+        // replication waits until the excess replicas are gone too.
         let short = lbs
             .blocks
             .iter()
-            .filter(|b| (b.locs.len() as u32) < want)
+            .filter(|b| b.locs.len() as u32 != want)
             .count();
         if short == 0 {
             eprintln!(
@@ -714,7 +716,7 @@ async fn wait_replication(c: &DfsClient, path: &str, want: u32) -> anyhow::Resul
             return Ok(());
         }
         if std::io::stderr().is_terminal() {
-            eprint!("\rwaiting for {path}: {short} block(s) below {want} replicas\x1b[K");
+            eprint!("\rwaiting for {path}: {short} block(s) not at {want} replicas\x1b[K");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
