@@ -17,9 +17,11 @@
 //! packets, the usual case): the disk takes it straight from the packet's
 //! buffer, which spares the CPU the copy into the page cache (on this
 //! project's benchmark machine that copy was 45 % of all CPU during a
-//! replication-3 write, three times per byte). A block's unaligned tail,
-//! and everything on a file system that refuses `O_DIRECT`, is written
-//! through the page cache as before. The checksum file always is.
+//! replication-3 write, three times per byte). Reads use `O_DIRECT` too,
+//! in windows of up to 1 MiB into reused aligned buffers (`BufPool`). A
+//! block's unaligned tail, and everything on a file system that refuses
+//! `O_DIRECT`, goes through the page cache as before. The checksum file
+//! always does.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -69,6 +71,26 @@ pub fn checksums(data: &[u8]) -> Vec<u32> {
     data.chunks(CHUNK).map(crc32c::crc32c).collect()
 }
 
+/// Checks each chunk of `data` (which starts at `offset` in its block)
+/// against its CRC32C. A mismatch is `Kind::Corrupt`, prefixed with `what`
+/// and naming the bad chunk's offset.
+pub fn verify_chunks(what: &str, offset: u64, data: &[u8], sums: &[u32]) -> FsResult<()> {
+    match data
+        .chunks(CHUNK)
+        .zip(sums)
+        .position(|(c, s)| crc32c::crc32c(c) != *s)
+    {
+        None => Ok(()),
+        Some(i) => Err(FsError::new(
+            Kind::Corrupt,
+            format!(
+                "{what}checksum mismatch in the chunk at offset {}",
+                offset + (i * CHUNK) as u64
+            ),
+        )),
+    }
+}
+
 impl BlockStore {
     /// Opens (creating) the directories and indexes what they hold.
     pub fn open(dirs: &[PathBuf]) -> FsResult<Self> {
@@ -104,15 +126,15 @@ impl BlockStore {
         })
     }
 
-    /// Whether aligned packets are written with `O_DIRECT` (on unless the
-    /// datanode's `direct_io` is off).
+    /// Whether block data is written and read with `O_DIRECT` where it can
+    /// be (on unless the datanode's `direct_io` is off).
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
     }
 
-    /// The block file opened a second time for `O_DIRECT` writes, if the
-    /// store uses them and the file system allows them.
+    /// The block file opened a second time with `O_DIRECT` (for writing or
+    /// for reading), if the store uses it and the file system allows it.
     fn open_direct(&self, path: &Path, write: bool) -> Option<File> {
         if !self.direct_io {
             return None;
@@ -126,7 +148,7 @@ impl BlockStore {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::debug!(
-                    "{}: no O_DIRECT ({e}); writing through the page cache",
+                    "{}: no O_DIRECT ({e}); using the page cache",
                     path.display()
                 );
                 None
@@ -543,18 +565,7 @@ impl RbwWriter {
                 p.sums.len()
             )));
         }
-        for (i, (chunk, sum)) in p.data.chunks(CHUNK).zip(p.sums).enumerate() {
-            if crc32c::crc32c(chunk) != *sum {
-                return Err(FsError::new(
-                    Kind::Corrupt,
-                    format!(
-                        "block {id}: checksum mismatch in chunk at offset {}",
-                        p.offset + (i * CHUNK) as u64
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        verify_chunks(&format!("block {id}: "), p.offset, p.data, p.sums)
     }
 
     /// Writes `bufs` back to back from `offset`: with `O_DIRECT` in one
@@ -641,7 +652,9 @@ pub struct BufPool {
 
 /// Idle buffers kept (each a read window and a little).
 const POOL_MAX: usize = 32;
-const POOL_BUF: usize = READ_WINDOW + 2 * DIRECT_ALIGN;
+/// Room for a window that starts and ends off the 4 KiB grid (up to 4 KiB
+/// of alignment at each end) and for aligning the buffer's own address.
+const POOL_BUF: usize = READ_WINDOW + 4 * DIRECT_ALIGN;
 
 impl BufPool {
     fn take(&self, need: usize) -> Vec<u8> {
@@ -745,18 +758,7 @@ impl BlockReader {
     /// Reads and verifies; a mismatch is `Kind::Corrupt`.
     pub fn read_verified(&mut self, offset: u64, len: usize) -> FsResult<Vec<u8>> {
         let (start, data, sums) = self.read_raw(offset, len)?;
-        for (i, (chunk, sum)) in data.chunks(CHUNK).zip(&sums).enumerate() {
-            if crc32c::crc32c(chunk) != *sum {
-                return Err(FsError::new(
-                    Kind::Corrupt,
-                    format!(
-                        "block {}: checksum mismatch at offset {}",
-                        self.id,
-                        start + (i * CHUNK) as u64
-                    ),
-                ));
-            }
-        }
+        verify_chunks(&format!("block {}: ", self.id), start, &data, &sums)?;
         let skip = (offset - start) as usize;
         let take = len.min(data.len().saturating_sub(skip));
         Ok(data[skip..skip + take].to_vec())

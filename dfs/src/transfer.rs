@@ -149,12 +149,6 @@ impl Packet {
         }
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(PACKET_HEADER + self.sums.len() * 4 + self.data.len());
-        self.encode_head(out);
-        out.extend_from_slice(&self.data);
-    }
-
     /// The header and the checksums: everything before the data.
     pub fn encode_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seqno.to_be_bytes());
@@ -168,25 +162,8 @@ impl Packet {
 
     /// Checks every chunk against its checksum; the error names the offset.
     pub fn verify(&self) -> FsResult<()> {
-        for (i, (chunk, sum)) in self.data.chunks(CHUNK).zip(&self.sums).enumerate() {
-            if crc32c::crc32c(chunk) != *sum {
-                return Err(FsError::new(
-                    Kind::Corrupt,
-                    format!(
-                        "checksum mismatch in the chunk at offset {}",
-                        self.offset + (i * CHUNK) as u64
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        crate::blockstore::verify_chunks("", self.offset, &self.data, &self.sums)
     }
-}
-
-pub async fn write_packet<W: AsyncWrite + Unpin>(w: &mut W, p: &Packet) -> io::Result<()> {
-    let mut buf = Vec::new();
-    p.encode(&mut buf);
-    w.write_all(&buf).await
 }
 
 pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Packet> {
@@ -479,7 +456,10 @@ mod tests {
         assert_eq!(recv_op(&mut b).await.unwrap(), op);
         let data = Bytes::from(vec![7u8; 1500]);
         let p = Packet::new(9, 1024, data, true);
-        write_packet(&mut a, &p).await.unwrap();
+        let mut head = Vec::new();
+        p.encode_head(&mut head);
+        a.write_all(&head).await.unwrap();
+        a.write_all(&p.data).await.unwrap();
         let q = read_packet(&mut b).await.unwrap();
         assert_eq!(q, p);
         q.verify().unwrap();

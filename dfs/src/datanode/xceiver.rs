@@ -31,7 +31,7 @@ use tracing::Instrument;
 use super::fence::{Claim, Fences};
 use super::metrics::DatanodeMetrics;
 use crate::blockstore::{
-    BlockReader, BlockStore, Piece, RbwWriter, ReplicaState, CHUNK, READ_WINDOW,
+    verify_chunks, BlockReader, BlockStore, Piece, RbwWriter, ReplicaState, CHUNK, READ_WINDOW,
 };
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
@@ -730,19 +730,7 @@ pub(crate) async fn replicate(
         while pos < len {
             let n = (len - pos).min(PACKET as u64) as usize;
             let (start, data, sums) = reader.read_raw(pos, n)?;
-            if let Some(i) = data
-                .chunks(CHUNK)
-                .zip(&sums)
-                .position(|(c, s)| crc32c::crc32c(c) != *s)
-            {
-                let e = FsError::new(
-                    Kind::Corrupt,
-                    format!(
-                        "block {}: checksum mismatch at offset {}",
-                        block.id,
-                        start + (i * CHUNK) as u64
-                    ),
-                );
+            if let Err(e) = verify_chunks(&format!("block {}: ", block.id), start, &data, &sums) {
                 ctx.event(Event::Corrupt {
                     block,
                     reason: e.message.clone(),
