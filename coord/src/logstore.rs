@@ -33,6 +33,9 @@ const KEY_PURGED: &[u8] = b"last_purged";
 const TAIL_MAX_ENTRIES: usize = 4096;
 const TAIL_MAX_BYTES: usize = 32 << 20;
 
+/// WAL kept before the column families holding it are flushed.
+const WAL_LIMIT: u64 = 128 << 20;
+
 /// The committed log id is written to RocksDB at most this often. A stale
 /// one only means re-applying a little more from the log after a restart.
 const COMMITTED_SAVE_INTERVAL: Duration = Duration::from_millis(200);
@@ -144,9 +147,22 @@ impl Drop for Flusher {
 
 impl LogStore {
     pub fn open(dir: &Path, metrics: Option<CoordMetrics>) -> Result<Self, StorageError> {
+        Self::open_with_wal_limit(dir, metrics, WAL_LIMIT)
+    }
+
+    fn open_with_wal_limit(
+        dir: &Path,
+        metrics: Option<CoordMetrics>,
+        wal_limit: u64,
+    ) -> Result<Self, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // The meta column family sees a few small writes and would never
+        // fill its memtable, pinning every WAL file since its oldest
+        // unflushed write (up to ~1 GiB by default, all replayed at
+        // start). Past this much WAL, RocksDB flushes it.
+        opts.set_max_total_wal_size(wal_limit);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
@@ -499,6 +515,50 @@ mod tests {
         }
         assert_eq!(t.entries.len(), TAIL_MAX_ENTRIES);
         assert_eq!(idx(t.get(20, 21)), None, "the oldest entry made room");
+    }
+
+    fn wal_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// One small write to the meta column family must not pin the WAL:
+    /// past the limit, RocksDB flushes what holds the oldest WAL file and
+    /// deletes it, so the WAL (replayed in full at every start) stays near
+    /// the limit however long the member runs.
+    #[tokio::test]
+    async fn meta_writes_do_not_pin_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 1 << 20;
+        let mut log = LogStore::open_with_wal_limit(dir.path(), None, limit).unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        let value = vec![7u8; 4096];
+        for i in 0..2048u64 {
+            // 8 MiB of log entries, far under the logs' memtable size: only
+            // the WAL limit can make RocksDB flush and drop old WAL files.
+            log.db.put_cf(log.logs(), key(i), &value).unwrap();
+        }
+        // RocksDB checks the limit on each write and flushes in the
+        // background, so under a busy machine the WAL may run past it for a
+        // while; later writes (one every 50 ms here) bring it back.
+        let mut wal = wal_bytes(dir.path());
+        for i in 0..200u64 {
+            if wal <= 3 * limit {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            log.db.put_cf(log.logs(), key(10_000 + i), &value).unwrap();
+            wal = wal_bytes(dir.path());
+        }
+        assert!(
+            wal <= 3 * limit,
+            "{wal} bytes of WAL kept with a {limit}-byte limit"
+        );
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
     }
 
     #[tokio::test]
