@@ -283,6 +283,14 @@ impl BlockStore {
         let (d1, m1) = self.paths(w.dir, ReplicaState::Finalized, w.block.id, gs);
         fs::rename(&m0, &m1).map_err(io)?;
         fs::rename(&d0, &d1).map_err(io)?;
+        if sync {
+            // The renames must survive a power loss too, or a synced replica
+            // comes back in rbw/ or not at all (HDFS-5042): fsync the
+            // directory that gained the files and the one that lost them.
+            for dir in [d1.parent(), d0.parent()].into_iter().flatten() {
+                fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)?;
+            }
+        }
         let len = w.len;
         self.lock().insert(
             w.block.id,
