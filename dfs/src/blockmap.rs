@@ -600,8 +600,17 @@ impl BlockMap {
             return false;
         }
         let cands = self.candidates();
-        let picked =
-            placement::choose_targets(rng, &cands, &existing_refs, None, wanted, 0, &excluded);
+        // A target must have room for the whole replica (HDFS's
+        // isGoodTarget), as for a new block.
+        let picked = placement::choose_targets(
+            rng,
+            &cands,
+            &existing_refs,
+            None,
+            wanted,
+            e.block.len,
+            &excluded,
+        );
         let targets: Vec<NodeIdx> = picked.iter().filter_map(|c| self.idx_of(&c.id)).collect();
         if targets.is_empty() {
             return false;
@@ -854,6 +863,47 @@ mod tests {
         );
         // The dead node comes back and must register again.
         assert!(m.heartbeat("/r1-dn0", 0, 0, 0, 0, later).is_none());
+    }
+
+    #[test]
+    fn re_replication_skips_a_target_without_room() {
+        // /r1: dn0 (will die), dn1 (full), dn2; /r2: dn0 and dn1 (nodes 3, 4).
+        // The copy must go to /r1 (two per rack at most for three
+        // replicas), and only /r1-dn2 has room: on every seed.
+        for seed in 0..16 {
+            let mut m = map(&[("/r1", 3), ("/r2", 2)]);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            m.add_block(1, 10);
+            let e = closed(1, 3);
+            for n in [0, 3, 4] {
+                m.replica_reported(n, rec(1), Some(&e));
+            }
+            let later = Instant::now() + Duration::from_secs(60);
+            for n in 1..5 {
+                let id = m.nodes[n].id.clone();
+                // rec(1) is 100 bytes; dn1 has 50 left.
+                let remaining = if n == 1 { 50 } else { 1 << 40 };
+                m.heartbeat(&id, 1 << 40, 0, remaining, 0, later).unwrap();
+            }
+            assert_eq!(
+                m.check_dead(later, Duration::from_secs(30)),
+                vec!["/r1-dn0"]
+            );
+            let n =
+                m.replication_pass(&mut rng, |_, _| Some(e), later, Duration::from_secs(60), 10);
+            assert_eq!(n, 1);
+            let targets: Vec<NodeIdx> = m
+                .nodes
+                .iter()
+                .flat_map(|d| d.commands.iter())
+                .filter_map(|c| match c {
+                    Command::Replicate { targets, .. } => Some(targets.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            assert_eq!(targets, vec![2], "seed {seed}");
+        }
     }
 
     #[test]
