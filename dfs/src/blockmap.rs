@@ -814,25 +814,34 @@ mod tests {
         assert!(m.blocks[&1].replicas.is_empty());
     }
 
-    #[test]
-    fn a_dead_node_triggers_re_replication_across_racks() {
-        let mut m = map(&[("/r1", 3), ("/r2", 3)]);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    /// Block 1 (replication 3) on nodes 0, 3 and 4; then every node but
+    /// node 0 (`/r1-dn0`) heartbeats a minute later, with `remaining(n)`
+    /// bytes free, and node 0 is declared dead.
+    fn first_node_dies(m: &mut BlockMap, remaining: impl Fn(usize) -> u64) -> (Expected, Instant) {
         m.add_block(1, 10);
         let e = closed(1, 3);
         for n in [0, 3, 4] {
             m.replica_reported(n, rec(1), Some(&e));
         }
-        // Node 0 (the only /r1 replica) goes silent.
         let later = Instant::now() + Duration::from_secs(60);
-        for n in 1..6 {
+        for n in 1..m.nodes.len() {
             let id = m.nodes[n].id.clone();
-            m.heartbeat(&id, 1 << 40, 0, 1 << 40, 0, later).unwrap();
+            m.heartbeat(&id, 1 << 40, 0, remaining(n), 0, later)
+                .unwrap();
         }
         assert_eq!(
             m.check_dead(later, Duration::from_secs(30)),
             vec!["/r1-dn0"]
         );
+        (e, later)
+    }
+
+    #[test]
+    fn a_dead_node_triggers_re_replication_across_racks() {
+        let mut m = map(&[("/r1", 3), ("/r2", 3)]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // Node 0 (the only /r1 replica) goes silent.
+        let (e, later) = first_node_dies(&mut m, |_| 1 << 40);
         assert_eq!(m.health(|_, _| Some(e)).under_replicated, 1);
         let n = m.replication_pass(&mut rng, |_, _| Some(e), later, Duration::from_secs(60), 10);
         assert_eq!(n, 1);
@@ -873,22 +882,8 @@ mod tests {
         for seed in 0..16 {
             let mut m = map(&[("/r1", 3), ("/r2", 2)]);
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            m.add_block(1, 10);
-            let e = closed(1, 3);
-            for n in [0, 3, 4] {
-                m.replica_reported(n, rec(1), Some(&e));
-            }
-            let later = Instant::now() + Duration::from_secs(60);
-            for n in 1..5 {
-                let id = m.nodes[n].id.clone();
-                // rec(1) is 100 bytes; dn1 has 50 left.
-                let remaining = if n == 1 { 50 } else { 1 << 40 };
-                m.heartbeat(&id, 1 << 40, 0, remaining, 0, later).unwrap();
-            }
-            assert_eq!(
-                m.check_dead(later, Duration::from_secs(30)),
-                vec!["/r1-dn0"]
-            );
+            // rec(1) is 100 bytes; dn1 has 50 left.
+            let (e, later) = first_node_dies(&mut m, |n| if n == 1 { 50 } else { 1 << 40 });
             let n =
                 m.replication_pass(&mut rng, |_, _| Some(e), later, Duration::from_secs(60), 10);
             assert_eq!(n, 1);
