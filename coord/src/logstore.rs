@@ -4,8 +4,18 @@
 //! once) and hands the flush callback to one flusher thread. The flusher
 //! drains every callback waiting, fsyncs the WAL once, and completes them
 //! all: one fsync covers every append that arrived while the last one ran,
-//! which is how the log gets past the disk's fsyncs per second. Nothing is
-//! acknowledged to Raft (and so to any client) before its fsync.
+//! which is how the log gets past the disk's fsyncs per second.
+//!
+//! The leader writes its own new entries in parallel with replicating them
+//! (the Raft thesis, §10.2.1): openraft 0.9 waits for an append's callback
+//! before it sends the entries to followers, so for entries this member
+//! authored as the current leader the callback comes at once, and the fsync
+//! follows. openraft then counts the leader in the quorum early; what keeps
+//! the guarantee is the durable mark (`LogStore::durable`): the state
+//! machine applies nothing (so no client is answered, no read sees it) and
+//! the leader tells followers of no commit index beyond what its own disk
+//! holds. Everything visible is on a majority of disks. Entries from another
+//! leader, votes, truncations: all as before, fsynced before they count.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -40,10 +50,41 @@ const WAL_LIMIT: u64 = 128 << 20;
 /// one only means re-applying a little more from the log after a restart.
 const COMMITTED_SAVE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The newest entry known to be on disk. `epoch` changes when the log is
+/// truncated, so an fsync that began before cannot move the mark past the
+/// cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub last: Option<LogId>,
+    epoch: u64,
+}
+
+impl Durable {
+    /// Whether the entry at `index` is on disk.
+    pub fn covers(&self, index: u64) -> bool {
+        self.last.is_some_and(|l| l.index >= index)
+    }
+}
+
+/// One append, as the flusher sees it.
+struct FlushReq {
+    last: LogId,
+    epoch: u64,
+    /// openraft's callback, unless it was already called (the leader's own
+    /// entries).
+    done: Option<LogFlushed<TypeConfig>>,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     flusher: Arc<Flusher>,
+    durable: tokio::sync::watch::Sender<Durable>,
+    /// The vote last saved, to tell the current leader's own appends.
+    vote: Arc<Mutex<Option<Vote<NodeId>>>>,
+    /// This member's id, when its own leader appends may be acknowledged
+    /// before their fsync (see the module comment).
+    parallel_append_as: Option<NodeId>,
     /// Appends written but not yet fsynced.
     unflushed: tokio::sync::watch::Sender<usize>,
     tail: Arc<Mutex<Tail>>,
@@ -132,7 +173,7 @@ struct Committed {
 /// then, never in a detached thread racing the process's exit (RocksDB
 /// aborts if its mutexes are torn down under it).
 struct Flusher {
-    tx: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    tx: Option<std::sync::mpsc::Sender<FlushReq>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -167,30 +208,79 @@ impl LogStore {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         let db = Arc::new(db);
-        let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        // What recovery found may have been in the page cache only (a
+        // killed process, not a lost machine): make it durable, so the mark
+        // can start at the last entry.
+        db.flush_wal(true)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let (tx, rx) = std::sync::mpsc::channel::<FlushReq>();
         let (unflushed, _) = tokio::sync::watch::channel(0usize);
+        let (durable, _) = tokio::sync::watch::channel(Durable::default());
         let fdb = db.clone();
         let fu = unflushed.clone();
+        let fd = durable.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(fdb, rx, fu, metrics))
+            .spawn(move || flusher(fdb, rx, fu, fd, metrics))
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let flusher = Arc::new(Flusher {
             tx: Some(tx),
             thread: Some(thread),
         });
-        Ok(Self {
+        let store = Self {
             db,
             flusher,
+            durable,
+            vote: Arc::default(),
+            parallel_append_as: None,
             unflushed,
             tail: Arc::default(),
             committed: Arc::default(),
-        })
+        };
+        *store.vote.lock().expect("vote lock") = store.get_meta(KEY_VOTE)?;
+        let last = store.last_or_purged()?;
+        store.durable.send_modify(|d| d.last = last);
+        Ok(store)
     }
 
-    /// How many appends wait for their fsync. openraft 0.9 blocks its core
-    /// loop on each one, so the leader's proposer hands Raft its next entry
-    /// when this is 0, letting what arrives meanwhile join that entry.
+    /// Lets this member, as leader, write its own entries in parallel with
+    /// replicating them (see the module comment). The caller must gate the
+    /// state machine and the commit index it sends on `durable`.
+    pub fn with_parallel_append(mut self, id: NodeId) -> Self {
+        self.parallel_append_as = Some(id);
+        self
+    }
+
+    /// The newest entry on disk.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<Durable> {
+        self.durable.subscribe()
+    }
+
+    /// Whether `entries` are this member's own, appended as the leader of
+    /// the vote it holds, so the append may count before its fsync.
+    fn own_leader_entries<'a>(&self, mut entries: impl Iterator<Item = &'a Entry>) -> bool {
+        let Some(me) = self.parallel_append_as else {
+            return false;
+        };
+        let vote = self.vote.lock().expect("vote lock");
+        let Some(vote) = vote.as_ref() else {
+            return false;
+        };
+        vote.is_committed()
+            && vote.leader_id.node_id == me
+            && entries.all(|e| e.log_id.leader_id == vote.leader_id)
+    }
+
+    fn last_or_purged(&self) -> Result<Option<LogId>, StorageError> {
+        match self.last_log_id()? {
+            Some(l) => Ok(Some(l)),
+            None => self.get_meta(KEY_PURGED),
+        }
+    }
+
+    /// How many appends wait for their fsync. The leader's proposer hands
+    /// Raft its next entry when this is 0, letting what arrives meanwhile
+    /// join that entry: one entry per fsync.
     pub fn unflushed(&self) -> tokio::sync::watch::Receiver<usize> {
         self.unflushed.subscribe()
     }
@@ -238,6 +328,60 @@ impl LogStore {
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
+    /// Writes `entries` to the memtable and the WAL, unsynced, and to the
+    /// tail. Returns the last one's id and whether it may count as written
+    /// before its fsync (`own_leader_entries`); None if there were none.
+    fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Option<(LogId, bool)>, StorageError> {
+        let mut batch = WriteBatch::default();
+        let mut kept: Vec<(Entry, usize)> = Vec::new();
+        for e in entries {
+            let bytes = bincode::serialize(&e)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            batch.put_cf(self.logs(), key(e.log_id.index), &bytes);
+            kept.push((e, bytes.len()));
+        }
+        let Some(last) = kept.last().map(|(e, _)| e.log_id) else {
+            return Ok(None);
+        };
+        let early = self.own_leader_entries(kept.iter().map(|(e, _)| e));
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let mut tail = self.tail.lock().expect("tail lock");
+        for (e, n) in kept {
+            tail.push(e, n);
+        }
+        Ok(Some((last, early)))
+    }
+
+    /// Hands an append to the flusher: durable (and `done` called) after
+    /// the next fsync.
+    fn queue_flush(
+        &self,
+        last: LogId,
+        done: Option<LogFlushed<TypeConfig>>,
+    ) -> Result<(), StorageError> {
+        self.unflushed.send_modify(|u| *u += 1);
+        let epoch = self.durable.borrow().epoch;
+        self.flusher
+            .tx
+            .as_ref()
+            .expect("present until the flusher is dropped")
+            .send(FlushReq { last, epoch, done })
+            .map_err(|e| {
+                io_err(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Write,
+                    std::io::Error::other(e.to_string()),
+                )
+            })
+    }
+
     fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let mut it = self.db.iterator_cf(self.logs(), IteratorMode::End);
         match it.next() {
@@ -254,8 +398,9 @@ impl LogStore {
 
 fn flusher(
     db: Arc<DB>,
-    rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>,
+    rx: std::sync::mpsc::Receiver<FlushReq>,
     unflushed: tokio::sync::watch::Sender<usize>,
+    durable: tokio::sync::watch::Sender<Durable>,
     metrics: Option<CoordMetrics>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -269,13 +414,32 @@ fn flusher(
             m.log_fsync_seconds.observe(started.elapsed().as_secs_f64());
             m.log_fsync_batch.observe(waiting.len() as f64);
         }
+        if let Err(e) = &res {
+            if waiting.iter().any(|r| r.done.is_none()) {
+                // Raft already counts these entries as written; carrying on
+                // could acknowledge what the disk does not hold.
+                panic!("raft log fsync failed after a parallel append: {e}");
+            }
+        } else {
+            durable.send_if_modified(|d| {
+                let before = d.last;
+                for r in &waiting {
+                    if r.epoch == d.epoch && Some(r.last) > d.last {
+                        d.last = Some(r.last);
+                    }
+                }
+                d.last != before
+            });
+        }
         let n = waiting.len();
-        for cb in waiting {
-            let r = match &res {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            cb.log_io_completed(r);
+        for r in waiting {
+            if let Some(cb) = r.done {
+                let r = match &res {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                cb.log_io_completed(r);
+            }
         }
         unflushed.send_modify(|u| *u = u.saturating_sub(n));
     }
@@ -336,11 +500,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = self.last_log_id()?.or(last_purged);
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: self.get_meta(KEY_PURGED)?,
+            last_log_id: self.last_or_purged()?,
         })
     }
 
@@ -349,7 +511,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, true)
+        self.put_meta(KEY_VOTE, vote, true)?;
+        *self.vote.lock().expect("vote lock") = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -396,39 +560,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::default();
-        let mut kept = Vec::new();
-        for e in entries {
-            let bytes = bincode::serialize(&e)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put_cf(self.logs(), key(e.log_id.index), &bytes);
-            kept.push((e, bytes.len()));
+        let Some((last, early)) = self.write_entries(entries)? else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        if early {
+            self.queue_flush(last, None)?;
+            callback.log_io_completed(Ok(()));
+        } else {
+            self.queue_flush(last, Some(callback))?;
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        {
-            let mut tail = self.tail.lock().expect("tail lock");
-            for (e, n) in kept {
-                tail.push(e, n);
-            }
-        }
-        // Readable now; durable once the flusher has synced the WAL.
-        self.unflushed.send_modify(|u| *u += 1);
-        let tx = self
-            .flusher
-            .tx
-            .as_ref()
-            .expect("present until the flusher is dropped");
-        tx.send(callback).map_err(|e| {
-            io_err(
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
         Ok(())
     }
 
@@ -440,7 +581,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_range_cf(self.logs(), key(log_id.index), key(u64::MAX));
         self.db
             .write(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        // Rare (a follower whose log disagrees with a new leader's): sync
+        // what is left, so the durable mark can restart from its end, and
+        // let no fsync begun before the cut move the mark past it.
+        self.db
+            .flush_wal(true)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let last = self.last_or_purged()?;
+        self.durable.send_modify(|d| {
+            d.epoch += 1;
+            d.last = last;
+        });
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -456,6 +609,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use openraft::storage::RaftStateMachine;
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
@@ -561,6 +715,141 @@ mod tests {
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
     }
 
+    fn entry(term: u64, leader: NodeId, index: u64) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(term, leader), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// Only entries this member wrote as the leader of the vote it holds may
+    /// count before their fsync; a follower's appends never do.
+    #[tokio::test]
+    async fn only_the_leaders_own_entries_skip_the_fsync_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(&dir.path().join("a"), None)
+            .unwrap()
+            .with_parallel_append(1);
+        let own = [entry(2, 1, 7)];
+        assert!(!log.own_leader_entries(own.iter()), "no vote yet");
+        log.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert!(
+            !log.own_leader_entries(own.iter()),
+            "a candidate, not a leader"
+        );
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        assert!(log.own_leader_entries(own.iter()));
+        assert!(
+            !log.own_leader_entries([entry(1, 1, 6), entry(2, 1, 7)].iter()),
+            "an entry from an earlier term of this member, sent back by a later leader"
+        );
+        log.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
+        assert!(
+            !log.own_leader_entries([entry(3, 2, 8)].iter()),
+            "a follower of member 2"
+        );
+        assert!(!log.own_leader_entries(own.iter()));
+
+        let mut plain = LogStore::open(&dir.path().join("b"), None).unwrap();
+        plain.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        assert!(!plain.own_leader_entries(own.iter()), "not enabled");
+    }
+
+    async fn until(d: &mut tokio::sync::watch::Receiver<Durable>, f: impl Fn(&Durable) -> bool) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), d.wait_for(|x| f(x)))
+            .await
+            .expect("durable mark moved in time")
+            .expect("store alive");
+    }
+
+    /// The durable mark follows the fsyncs, drops back to the end of the
+    /// log on a truncation, and an fsync queued before the cut cannot move
+    /// it past the cut.
+    #[tokio::test]
+    async fn durable_mark_follows_fsyncs_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path(), None)
+            .unwrap()
+            .with_parallel_append(1);
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        let mut d = log.durable();
+        assert_eq!(d.borrow().last, None);
+
+        let (last, early) = log.write_entries((1..=5).map(blank)).unwrap().unwrap();
+        assert_eq!((last.index, early), (5, true));
+        log.queue_flush(last, None).unwrap();
+        until(&mut d, |x| x.covers(5)).await;
+
+        let before_cut = d.borrow().epoch;
+        let (last, _) = log.write_entries((6..=8).map(blank)).unwrap().unwrap();
+        log.truncate(blank(6).log_id).await.unwrap();
+        assert_eq!(d.borrow().last, Some(blank(5).log_id));
+        let mut unflushed = log.unflushed();
+        log.unflushed.send_modify(|u| *u += 1);
+        let stale = FlushReq {
+            last,
+            epoch: before_cut,
+            done: None,
+        };
+        log.flusher.tx.as_ref().unwrap().send(stale).unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            unflushed.wait_for(|n| *n == 0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            d.borrow().last,
+            Some(blank(5).log_id),
+            "stale fsync ignored"
+        );
+
+        let (last, _) = log.write_entries((6..=9).map(blank)).unwrap().unwrap();
+        log.queue_flush(last, None).unwrap();
+        until(&mut d, |x| x.covers(9)).await;
+        drop((d, unflushed, log));
+
+        // Reopened, the mark starts at the last entry.
+        let log = reopen(dir.path()).await;
+        assert_eq!(log.durable().borrow().last, Some(blank(9).log_id));
+    }
+
+    /// Applying is what makes an entry visible: it waits for the disk.
+    #[tokio::test]
+    async fn nothing_is_applied_before_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = CoordMetrics::new(&prometheus::Registry::new());
+        let (mark, rx) = tokio::sync::watch::channel(Durable::default());
+        let mut sm = StateMachine::open(dir.path(), metrics)
+            .unwrap()
+            .gated_on(rx);
+        let mut probe = sm.clone();
+        let mut apply = Box::pin(sm.apply(vec![blank(1), blank(2)]));
+        let wait = std::time::Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, &mut apply).await.is_err());
+        mark.send_modify(|d| d.last = Some(blank(1).log_id));
+        assert!(tokio::time::timeout(wait, &mut apply).await.is_err());
+        assert_eq!(probe.applied_state().await.unwrap().0, None);
+        mark.send_modify(|d| d.last = Some(blank(2).log_id));
+        apply.await.unwrap();
+        assert_eq!(
+            probe.applied_state().await.unwrap().0,
+            Some(blank(2).log_id)
+        );
+    }
+
+    /// Reopens the store in `dir` once the last handle's flusher let go.
+    async fn reopen(dir: &Path) -> LogStore {
+        for _ in 0..100 {
+            match LogStore::open(dir, None) {
+                Ok(l) => return l,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        panic!("could not reopen {}", dir.display());
+    }
+
     #[tokio::test]
     async fn entries_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -569,17 +858,7 @@ mod tests {
         log.save_vote(&vote).await.unwrap();
         drop(log);
         // The flusher thread lets go of the database once it sees the store gone.
-        let mut reopened = None;
-        for _ in 0..100 {
-            match LogStore::open(dir.path(), None) {
-                Ok(l) => {
-                    reopened = Some(l);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
-        let mut log = reopened.expect("reopened");
+        let mut log = reopen(dir.path()).await;
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
     }
 }

@@ -38,6 +38,10 @@ pub struct CoordMetrics {
     pub proposal_batch_txns: Histogram,
     pub log_fsync_seconds: Histogram,
     pub log_fsync_batch: Histogram,
+    /// Applies that had to wait for the leader's own fsync.
+    pub apply_waits_for_fsync_total: IntCounter,
+    /// AppendEntries held back until the leader's disk had the commit index.
+    pub commit_waits_for_fsync_total: IntCounter,
     pub znodes: IntGauge,
     pub sessions: IntGauge,
     pub sessions_expired_total: IntCounter,
@@ -168,6 +172,22 @@ impl CoordMetrics {
                         "Log appends covered by one fsync",
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0]),
+                )
+                .expect("valid"),
+            ),
+            apply_waits_for_fsync_total: reg(
+                r,
+                IntCounter::new(
+                    "hstack_coord_apply_waits_for_fsync_total",
+                    "Applies that waited for this member's own log fsync",
+                )
+                .expect("valid"),
+            ),
+            commit_waits_for_fsync_total: reg(
+                r,
+                IntCounter::new(
+                    "hstack_coord_commit_waits_for_fsync_total",
+                    "AppendEntries held until the leader's log fsync covered its commit index",
                 )
                 .expect("valid"),
             ),

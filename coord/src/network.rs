@@ -18,9 +18,11 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CoordError;
+use crate::logstore::Durable;
 use crate::metrics::CoordMetrics;
 use crate::types::{MemberNode, NodeId, TypeConfig};
 
@@ -199,6 +201,9 @@ impl Pipe {
 pub struct Network {
     pub peers: Peers,
     pub metrics: CoordMetrics,
+    /// The local log's durable mark, when the leader writes in parallel
+    /// with replication (see `logstore`).
+    pub durable: Option<watch::Receiver<Durable>>,
 }
 
 pub struct Conn {
@@ -206,6 +211,7 @@ pub struct Conn {
     addr: String,
     peers: Peers,
     metrics: CoordMetrics,
+    durable: Option<watch::Receiver<Durable>>,
     /// AppendEntries go down this stream (reopened after any failure).
     pipe: Option<Pipe>,
 }
@@ -231,6 +237,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             peers: self.peers.clone(),
             metrics: self.metrics.clone(),
+            durable: self.durable.clone(),
             pipe: None,
         }
     }
@@ -290,10 +297,29 @@ impl Conn {
 impl RaftNetwork<TypeConfig> for Conn {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
     {
+        if let (Some(durable), Some(commit)) = (self.durable.as_mut(), rpc.leader_commit) {
+            // openraft counted this leader in the quorum before its own
+            // fsync; a follower must not apply what only it might hold.
+            // The fsync began before any follower had the entries, so this
+            // wait is short and rare; past the RPC's deadline, send the
+            // smaller commit index the disk vouches for.
+            if !durable.borrow().covers(commit.index) {
+                self.metrics.commit_waits_for_fsync_total.inc();
+                let _ = tokio::time::timeout(
+                    option.soft_ttl() / 2,
+                    durable.wait_for(|d| d.covers(commit.index)),
+                )
+                .await;
+                let now = durable.borrow().last;
+                if now < rpc.leader_commit {
+                    rpc.leader_commit = now;
+                }
+            }
+        }
         self.raft_call(PeerKind::Append, &rpc, &option).await
     }
 

@@ -11,6 +11,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Stora
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::logstore::Durable;
 use crate::metrics::CoordMetrics;
 use crate::tree::DataTree;
 use crate::types::{
@@ -54,6 +55,10 @@ struct SnapshotFile {
 #[derive(Clone)]
 pub struct StateMachine {
     pub shared: Arc<SmShared>,
+    /// When set, nothing is applied before the local log holds it on disk:
+    /// the leader counts itself in the quorum before its own fsync (see
+    /// `logstore`), and applying is what makes an entry visible.
+    durable: Option<watch::Receiver<Durable>>,
 }
 
 impl StateMachine {
@@ -84,7 +89,14 @@ impl StateMachine {
                 dir: dir.to_path_buf(),
                 metrics,
             }),
+            durable: None,
         })
+    }
+
+    /// Applies each entry only once `durable` covers it.
+    pub fn gated_on(mut self, durable: watch::Receiver<Durable>) -> Self {
+        self.durable = Some(durable);
+        self
     }
 }
 
@@ -198,6 +210,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (self.durable.as_mut(), entries.last()) {
+            let index = last.log_id.index;
+            if !durable.borrow().covers(index) {
+                self.shared.metrics.apply_waits_for_fsync_total.inc();
+                durable
+                    .wait_for(|d| d.covers(index))
+                    .await
+                    .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?;
+            }
+        }
         let mut out = Vec::new();
         let mut inner = self.shared.lock();
         let inner = &mut *inner;
