@@ -387,7 +387,9 @@ impl BlockMap {
     }
 
     /// A full block report replaces what the namenode believed the node
-    /// held: replicas it no longer has are forgotten.
+    /// held: replicas it no longer has are forgotten, corrupt ones too (a
+    /// node that lost its disk, or restarted between deleting a replica
+    /// and reporting it, sends no deletion).
     pub fn full_report(
         &mut self,
         n: NodeIdx,
@@ -398,7 +400,9 @@ impl BlockMap {
         let forgotten: Vec<u64> = self
             .blocks
             .iter()
-            .filter(|(id, info)| info.replicas.contains(&n) && !have.contains(id))
+            .filter(|(id, info)| {
+                (info.replicas.contains(&n) || info.is_corrupt_on(n)) && !have.contains(id)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in forgotten {
@@ -941,6 +945,32 @@ mod tests {
             .nodes
             .iter()
             .any(|n| matches!(n.commands.first(), Some(Command::Replicate { .. }))));
+    }
+
+    /// A corrupt mark stays while the node still lists the replica, and
+    /// goes with a full report that no longer lists it, even when no
+    /// deletion was ever reported for it.
+    #[test]
+    fn a_corrupt_mark_goes_with_the_replica_a_full_report_omits() {
+        let mut m = map(&[("/r1", 2), ("/r2", 2)]);
+        m.add_block(1, 10);
+        m.add_block(2, 10);
+        let e1 = closed(1, 2);
+        let e2 = closed(2, 2);
+        for n in [0, 2] {
+            m.replica_reported(n, rec(1), Some(&e1));
+            m.replica_reported(n, rec(2), Some(&e2));
+        }
+        m.mark_corrupt(1, 0);
+        let expect = |id: u64, _| Some(if id == 1 { e1 } else { e2 });
+        m.full_report(0, &[rec(1), rec(2)], expect);
+        assert!(m.blocks[&1].is_corrupt_on(0), "still listed: still corrupt");
+        assert!(!m.blocks[&1].replicas.contains(&0));
+        m.full_report(0, &[rec(2)], expect);
+        assert!(m.blocks[&1].corrupt.is_none(), "gone from the node");
+        assert_eq!(m.blocks[&1].replicas.as_slice(), &[2]);
+        assert_eq!(m.blocks[&2].replicas.as_slice(), &[0, 2]);
+        assert_eq!(m.nodes[0].blocks, 1);
     }
 
     #[test]
