@@ -386,6 +386,8 @@ pub fn bench_memory(a: BenchMemoryArgs) -> anyhow::Result<()> {
             "objects",
             "resident bytes",
             "bytes/object",
+            "image write",
+            "image size",
         ],
         &[vec![
             r.files.to_string(),
@@ -393,6 +395,8 @@ pub fn bench_memory(a: BenchMemoryArgs) -> anyhow::Result<()> {
             r.objects.to_string(),
             human_bytes(r.bytes),
             format!("{:.1}", r.bytes_per_object),
+            format!("{:.0} ms", r.image_write_seconds * 1e3),
+            human_bytes(r.image_bytes),
         ]],
     );
     Ok(())

@@ -42,6 +42,9 @@ pub trait Journal: Send + 'static {
     fn recover(&mut self) -> io::Result<Vec<Segment>>;
     /// Every edit with txid ≥ `from`, in order.
     fn read_from(&self, from: u64) -> io::Result<Vec<(u64, Edit)>>;
+    /// The edits `from..=to`, read from finalized segments only, so it may
+    /// run while the writer appends to the open one (the checkpointer).
+    fn read_finalized(&self, from: u64, to: u64) -> io::Result<Vec<(u64, Edit)>>;
     fn start_segment(&mut self, first: u64) -> io::Result<()>;
     /// Appends framed records to the open segment (not yet durable).
     fn write(&mut self, records: &[u8]) -> io::Result<()>;
@@ -133,6 +136,19 @@ impl Journal for LocalJournal {
             }
             let (records, _) = read_records(&path)?;
             out.extend(records.into_iter().filter(|(t, _)| *t >= from));
+        }
+        Ok(out)
+    }
+
+    fn read_finalized(&self, from: u64, to: u64) -> io::Result<Vec<(u64, Edit)>> {
+        let mut out = Vec::new();
+        for (seg, path) in self.list()? {
+            let Some(last) = seg.last else { continue };
+            if last < from || seg.first > to {
+                continue;
+            }
+            let (records, _) = read_records(&path)?;
+            out.extend(records.into_iter().filter(|(t, _)| (from..=to).contains(t)));
         }
         Ok(out)
     }
@@ -263,6 +279,8 @@ struct Shared {
     wake: Condvar,
     /// The last durable txid.
     synced: tokio::sync::watch::Sender<u64>,
+    /// The last txid of the newest finalized segment.
+    rolled: tokio::sync::watch::Sender<u64>,
     failed: Mutex<Option<String>>,
 }
 
@@ -279,6 +297,7 @@ impl EditLog {
             .start_segment(next_txid)
             .map_err(|e| FsError::io("cannot start an edit log segment", e))?;
         let (synced, _) = tokio::sync::watch::channel(next_txid - 1);
+        let (rolled, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -287,6 +306,7 @@ impl EditLog {
             }),
             wake: Condvar::new(),
             synced,
+            rolled,
             failed: Mutex::new(None),
         });
         let s = shared.clone();
@@ -329,7 +349,16 @@ impl EditLog {
 
     /// Waits until `txid` is durable.
     pub async fn sync(&self, txid: u64) -> FsResult<()> {
-        let mut rx = self.shared.synced.subscribe();
+        self.wait(&self.shared.synced, txid).await
+    }
+
+    /// Waits until the segments up to `txid` are finalized (see `roll`).
+    pub async fn rolled(&self, txid: u64) -> FsResult<()> {
+        self.wait(&self.shared.rolled, txid).await
+    }
+
+    async fn wait(&self, mark: &tokio::sync::watch::Sender<u64>, txid: u64) -> FsResult<()> {
+        let mut rx = mark.subscribe();
         let failed = || self.shared.failed.lock().expect("lock").clone();
         loop {
             if let Some(e) = failed() {
@@ -345,8 +374,8 @@ impl EditLog {
     }
 
     /// Ends the current segment after the last edit logged so far and
-    /// starts the next; returns that last txid. Call it under the same lock
-    /// as `append`, so the txid matches the namespace a checkpoint saves.
+    /// starts the next; returns that last txid. `rolled` says when the
+    /// segment is finalized.
     pub fn roll(&self) -> u64 {
         let mut st = self.shared.state.lock().expect("edit log lock");
         let last = st.next_txid - 1;
@@ -399,6 +428,10 @@ fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
                         .and_then(|_| journal.finalize_segment(seg_first, last))
                         .and_then(|_| journal.start_segment(last + 1));
                     seg_first = last + 1;
+                    if r.is_ok() {
+                        shared.synced.send_modify(|s| *s = (*s).max(last));
+                        shared.rolled.send_modify(|s| *s = (*s).max(last));
+                    }
                     r
                 }
             };
@@ -419,6 +452,7 @@ fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
                 tracing::error!("edit log write failed: {e}; no further edit will be acknowledged");
                 *shared.failed.lock().expect("lock") = Some(e.to_string());
                 shared.synced.send_modify(|_| {});
+                shared.rolled.send_modify(|_| {});
                 return;
             }
         }
@@ -521,6 +555,19 @@ mod tests {
         }
         assert_eq!(last, 50);
         log.sync(50).await.unwrap();
+        // What a checkpoint reads while the writer goes on: the finalized
+        // segments only, cut to the range asked for.
+        log.rolled(20).await.unwrap();
+        let reader = LocalJournal::open(dir.path()).unwrap();
+        let done = reader.read_finalized(5, 20).unwrap();
+        assert_eq!(
+            done.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            (5..=20).collect::<Vec<_>>()
+        );
+        assert!(
+            reader.read_finalized(21, 50).unwrap().is_empty(),
+            "21.. still open"
+        );
         drop(log);
         let mut j = LocalJournal::open(dir.path()).unwrap();
         let segs = j.recover().unwrap();

@@ -265,6 +265,24 @@ pub struct Image {
     pub inodes: Vec<(InodeId, Inode)>,
 }
 
+impl Image {
+    fn new(
+        (txid, next_inode, next_block, gen_stamp): (u64, InodeId, u64, u64),
+        names: Vec<String>,
+        mut inodes: Vec<(InodeId, Inode)>,
+    ) -> Self {
+        inodes.sort_unstable_by_key(|(k, _)| *k);
+        Self {
+            txid,
+            next_inode,
+            next_block,
+            gen_stamp,
+            names,
+            inodes,
+        }
+    }
+}
+
 pub struct Namespace {
     /// An index map: a table of 8-byte indices over a dense vector of
     /// inodes, so a big namespace costs about the inodes themselves
@@ -337,18 +355,21 @@ impl Namespace {
         })
     }
 
+    /// The image of this namespace, consuming it (no copy of the inodes).
+    pub fn into_image(self) -> Image {
+        let header = self.header();
+        Image::new(header, self.names, self.inodes.into_iter().collect())
+    }
+
+    /// The image of this namespace, copied.
     pub fn to_image(&self) -> Image {
-        let mut inodes: Vec<(InodeId, Inode)> =
-            self.inodes.iter().map(|(k, v)| (*k, v.clone())).collect();
-        inodes.sort_unstable_by_key(|(k, _)| *k);
-        Image {
-            txid: self.txid,
-            next_inode: self.next_inode,
-            next_block: self.next_block,
-            gen_stamp: self.gen_stamp,
-            names: self.names.clone(),
-            inodes,
-        }
+        let inodes = self.inodes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        Image::new(self.header(), self.names.clone(), inodes)
+    }
+
+    /// txid, next inode, next block, generation stamp.
+    fn header(&self) -> (u64, InodeId, u64, u64) {
+        (self.txid, self.next_inode, self.next_block, self.gen_stamp)
     }
 
     pub fn inode_count(&self) -> usize {

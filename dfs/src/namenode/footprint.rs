@@ -23,6 +23,10 @@ pub struct Footprint {
     pub bytes: u64,
     pub bytes_per_object: f64,
     pub build_seconds: f64,
+    /// Turning the namespace into an image file (sort, serialize, CRC,
+    /// fsync), as a checkpoint does off the namenode's lock.
+    pub image_write_seconds: f64,
+    pub image_bytes: u64,
 }
 
 fn resident_bytes() -> FsResult<u64> {
@@ -109,16 +113,26 @@ pub fn memory_footprint(files: u64) -> FsResult<Footprint> {
     let blocks = bm.blocks.len() as u64;
     let objects = ns.inode_count() as u64 + blocks;
     let bytes = after.saturating_sub(before);
-    let r = Footprint {
+    let build_seconds = started.elapsed().as_secs_f64();
+    drop(bm);
+    let dir = tempfile::tempdir().map_err(|e| FsError::io("temporary directory", e))?;
+    let started = Instant::now();
+    let path = crate::editlog::save_image(dir.path(), &ns.into_image())
+        .map_err(|e| FsError::io(&dir.path().display().to_string(), e))?;
+    let image_write_seconds = started.elapsed().as_secs_f64();
+    let image_bytes = std::fs::metadata(&path)
+        .map_err(|e| FsError::io(&path.display().to_string(), e))?
+        .len();
+    Ok(Footprint {
         files,
         blocks,
         objects,
         bytes,
         bytes_per_object: bytes as f64 / objects.max(1) as f64,
-        build_seconds: started.elapsed().as_secs_f64(),
-    };
-    drop((ns, bm));
-    Ok(r)
+        build_seconds,
+        image_write_seconds,
+        image_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -131,5 +145,6 @@ mod tests {
         assert_eq!((r.files, r.blocks), (2500, 2500));
         // 2,500 files, 3 directories (/bench/d0..d2), /bench and the root.
         assert_eq!(r.objects, 2500 + 5 + 2500);
+        assert!(r.image_bytes > 2500 * 20, "{} bytes", r.image_bytes);
     }
 }

@@ -10,15 +10,28 @@ use hstack_daemon::Shutdown;
 use super::{checkpoint, Namenode, State};
 
 const TICK: Duration = Duration::from_millis(200);
+/// After a failed checkpoint, the next try waits this long.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(60);
 
 pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
     let mut last_replication = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A checkpoint runs beside the monitor (it holds no lock the monitor
+    // needs), one at a time.
+    let mut checkpointing: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+    let mut next_checkpoint_try = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => {
+                if let Some(h) = checkpointing.take() {
+                    // Let an image being written finish rather than leave
+                    // its temporary file behind.
+                    let _ = h.await;
+                }
+                return;
+            }
         }
         let now = Instant::now();
         let replication_due = now.duration_since(last_replication)
@@ -41,14 +54,23 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
                 nn.replication_tick(&mut st, now);
             }
         }
-        if nn.checkpoint_due(now) {
-            let n = nn.clone();
-            let r = tokio::task::spawn_blocking(move || checkpoint(&n)).await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("checkpoint failed: {e:#}"),
-                Err(e) => tracing::error!("checkpoint task failed: {e}"),
+        if checkpointing.as_ref().is_some_and(|h| h.is_finished()) {
+            let r = checkpointing.take().expect("checked").await;
+            let failure = match r {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failure {
+                tracing::error!(
+                    "checkpoint failed: {e}; retrying in {}s",
+                    CHECKPOINT_RETRY.as_secs()
+                );
+                next_checkpoint_try = now + CHECKPOINT_RETRY;
             }
+        }
+        if checkpointing.is_none() && now >= next_checkpoint_try && nn.checkpoint_due(now) {
+            checkpointing = Some(tokio::spawn(checkpoint(nn.clone())));
         }
     }
 }
