@@ -204,6 +204,11 @@ impl LogStore {
         // unflushed write (up to ~1 GiB by default, all replayed at
         // start). Past this much WAL, RocksDB flushes it.
         opts.set_max_total_wal_size(wal_limit);
+        // Recovery replays the WAL up to the first damaged record: what
+        // survives is always a prefix, so a committed marker or a vote
+        // never outlives the entries written before it (RocksDB's
+        // default, stated because the module's reasoning rests on it).
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
@@ -246,9 +251,28 @@ impl LogStore {
     /// Lets this member, as leader, write its own entries in parallel with
     /// replicating them (see the module comment). The caller must gate the
     /// state machine and the commit index it sends on `durable`.
-    pub fn with_parallel_append(mut self, id: NodeId) -> Self {
+    ///
+    /// A saved vote that makes this member the leader is demoted to a
+    /// candidate's vote for the same term. openraft 0.9 would otherwise
+    /// resume leading that term at once, and after a power loss that took
+    /// entries it had already sent, it would write different entries under
+    /// the same log ids; followers holding the old ones see matching ids
+    /// and keep them. As a candidate it must win a new term first.
+    pub fn with_parallel_append(mut self, id: NodeId) -> Result<Self, StorageError> {
         self.parallel_append_as = Some(id);
-        self
+        let vote = *self.vote.lock().expect("vote lock");
+        if let Some(v) = vote {
+            if v.is_committed() && v.leader_id.node_id == id {
+                let demoted = Vote::new(v.leader_id.term, id);
+                self.put_meta(KEY_VOTE, &demoted, true)?;
+                *self.vote.lock().expect("vote lock") = Some(demoted);
+                tracing::info!(
+                    term = v.leader_id.term,
+                    "was leader; restarting as a candidate"
+                );
+            }
+        }
+        Ok(self)
     }
 
     /// The newest entry on disk.
@@ -424,7 +448,9 @@ fn flusher(
             durable.send_if_modified(|d| {
                 let before = d.last;
                 for r in &waiting {
-                    if r.epoch == d.epoch && Some(r.last) > d.last {
+                    // By index: within an epoch the log only grows, and a
+                    // mark left by a purge may carry a newer term.
+                    if r.epoch == d.epoch && !d.covers(r.last.index) {
                         d.last = Some(r.last);
                     }
                 }
@@ -597,6 +623,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Purged entries are applied or in an installed snapshot: at least
+        // that far is durable (a snapshot install purges a log that may
+        // end before it, or hold other entries, without a truncate).
+        self.durable.send_if_modified(|d| {
+            let raise = !d.covers(log_id.index);
+            if raise {
+                d.last = Some(log_id);
+            }
+            raise
+        });
         self.tail.lock().expect("tail lock").purge(log_id.index);
         self.put_meta(KEY_PURGED, &log_id, false)?;
         let mut batch = WriteBatch::default();
@@ -729,7 +765,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogStore::open(&dir.path().join("a"), None)
             .unwrap()
-            .with_parallel_append(1);
+            .with_parallel_append(1)
+            .unwrap();
         let own = [entry(2, 1, 7)];
         assert!(!log.own_leader_entries(own.iter()), "no vote yet");
         log.save_vote(&Vote::new(2, 1)).await.unwrap();
@@ -770,7 +807,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogStore::open(dir.path(), None)
             .unwrap()
-            .with_parallel_append(1);
+            .with_parallel_append(1)
+            .unwrap();
         log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
         let mut d = log.durable();
         assert_eq!(d.borrow().last, None);
@@ -813,6 +851,56 @@ mod tests {
         // Reopened, the mark starts at the last entry.
         let log = reopen(dir.path()).await;
         assert_eq!(log.durable().borrow().last, Some(blank(9).log_id));
+    }
+
+    /// A member that was leader restarts as a candidate of its term, so it
+    /// cannot resume leading it (and reuse log ids it may have lost).
+    #[tokio::test]
+    async fn a_leaders_vote_is_demoted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path(), None).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        drop(log);
+        let mut log = reopen(dir.path()).await.with_parallel_append(2).unwrap();
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(Vote::new_committed(3, 1)),
+            "another member's leadership is kept"
+        );
+        drop(log);
+        let mut log = reopen(dir.path()).await.with_parallel_append(1).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        assert!(!log.own_leader_entries([entry(3, 1, 1)].iter()));
+        drop(log);
+        let mut log = reopen(dir.path()).await;
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(Vote::new(3, 1)),
+            "saved, not only cached"
+        );
+    }
+
+    /// A purge (a snapshot installed over a shorter or different log)
+    /// raises the mark to the purged id; later fsyncs move it by index.
+    #[tokio::test]
+    async fn a_purge_raises_the_durable_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path(), None).unwrap();
+        let mut d = log.durable();
+        let (last, _) = log.write_entries((1..=3).map(blank)).unwrap().unwrap();
+        log.queue_flush(last, None).unwrap();
+        until(&mut d, |x| x.covers(3)).await;
+        let snap = entry(5, 2, 50).log_id;
+        log.purge(snap).await.unwrap();
+        assert_eq!(d.borrow().last, Some(snap));
+        log.purge(blank(10).log_id).await.unwrap();
+        assert_eq!(d.borrow().last, Some(snap), "never lowered");
+        let (last, _) = log
+            .write_entries((51..=52).map(|i| entry(5, 2, i)))
+            .unwrap()
+            .unwrap();
+        log.queue_flush(last, None).unwrap();
+        until(&mut d, |x| x.covers(52)).await;
     }
 
     /// Applying is what makes an entry visible: it waits for the disk.

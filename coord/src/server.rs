@@ -78,6 +78,8 @@ pub struct Node {
     liveness: Mutex<Liveness>,
     /// Log appends not yet fsynced (see LogStore::unflushed).
     log_unflushed: tokio::sync::watch::Receiver<usize>,
+    /// One membership change at a time (see `Node::membership_change`).
+    membership: tokio::sync::Mutex<()>,
 }
 
 /// A running member: the addresses it bound and how to stop it.
@@ -118,8 +120,8 @@ pub async fn run(
     let client_addr = client_listener.local_addr()?;
     let raft_addr = raft_listener.local_addr()?;
 
-    let log_store =
-        LogStore::open(&dir.join("raft-log"), Some(metrics.clone()))?.with_parallel_append(cfg.id);
+    let log_store = LogStore::open(&dir.join("raft-log"), Some(metrics.clone()))?
+        .with_parallel_append(cfg.id)?;
     let log_unflushed = log_store.unflushed();
     let durable = log_store.durable();
     let sm = StateMachine::open(&dir.join("state"), metrics.clone())?.gated_on(durable.clone());
@@ -163,6 +165,7 @@ pub async fn run(
         proposals: ptx,
         liveness: Mutex::new(Liveness::default()),
         log_unflushed,
+        membership: tokio::sync::Mutex::new(()),
     });
 
     // HTTP first, so the address file lists every port at once.
@@ -238,6 +241,27 @@ impl Node {
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
+    }
+
+    /// Waits until the effective membership's entry is applied here.
+    /// openraft admits a membership change once the previous one is
+    /// committed by its own count, which on this leader runs up to one
+    /// fsync ahead of the disk (see `logstore`): two changes inside that
+    /// window could both be lost to a power loss. Applying waits for the
+    /// disk, so call this (under `membership`) before each change.
+    async fn settle_membership(&self) -> Result<(), CoordError> {
+        let index = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.log_id().map(|l| l.index).unwrap_or(0)
+        };
+        tokio::time::timeout(LEADER_WAIT, self.sm.wait_applied(index))
+            .await
+            .map_err(|_| {
+                CoordError::unavailable(format!(
+                    "the last membership change (log index {index}) is not applied yet; retry"
+                ))
+            })
     }
 
     /// Queues a transaction; the reply comes once it is committed and applied
@@ -770,6 +794,8 @@ impl pb::coord_server::Coord for CoordService {
             .into());
         }
         self.require_leader()?;
+        let _one_at_a_time = self.node.membership.lock().await;
+        self.node.settle_membership().await?;
         let node = MemberNode {
             raft_addr: m.raft_addr,
             client_addr: m.client_addr,
@@ -781,6 +807,7 @@ impl pb::coord_server::Coord for CoordService {
             .await
             .map_err(write_error)?;
         if req.voter {
+            self.node.settle_membership().await?;
             self.node
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds([m.id].into()), true)
@@ -796,6 +823,8 @@ impl pb::coord_server::Coord for CoordService {
     ) -> Result<Response<pb::MembersReply>, Status> {
         let id = req.into_inner().id;
         self.require_leader()?;
+        let _one_at_a_time = self.node.membership.lock().await;
+        self.node.settle_membership().await?;
         let reply = self.node.members_reply();
         let Some(info) = reply.members.iter().find(|m| m.id == id) else {
             return Err(CoordError::new(
