@@ -104,6 +104,21 @@ impl LocalJournal {
         out.sort_by_key(|(s, _)| s.first);
         Ok(out)
     }
+
+    /// The edits `from..=to` in the segments that hold them (finalized
+    /// ones only if asked).
+    fn read(&self, from: u64, to: u64, finalized_only: bool) -> io::Result<Vec<(u64, Edit)>> {
+        let mut out = Vec::new();
+        for (seg, path) in self.list()? {
+            let ends_before = seg.last.is_some_and(|l| l < from);
+            if ends_before || seg.first > to || (finalized_only && seg.last.is_none()) {
+                continue;
+            }
+            let (records, _) = read_records(&path)?;
+            out.extend(records.into_iter().filter(|(t, _)| (from..=to).contains(t)));
+        }
+        Ok(out)
+    }
 }
 
 impl Journal for LocalJournal {
@@ -129,28 +144,11 @@ impl Journal for LocalJournal {
     }
 
     fn read_from(&self, from: u64) -> io::Result<Vec<(u64, Edit)>> {
-        let mut out = Vec::new();
-        for (seg, path) in self.list()? {
-            if seg.last.is_some_and(|l| l < from) {
-                continue;
-            }
-            let (records, _) = read_records(&path)?;
-            out.extend(records.into_iter().filter(|(t, _)| *t >= from));
-        }
-        Ok(out)
+        self.read(from, u64::MAX, false)
     }
 
     fn read_finalized(&self, from: u64, to: u64) -> io::Result<Vec<(u64, Edit)>> {
-        let mut out = Vec::new();
-        for (seg, path) in self.list()? {
-            let Some(last) = seg.last else { continue };
-            if last < from || seg.first > to {
-                continue;
-            }
-            let (records, _) = read_records(&path)?;
-            out.extend(records.into_iter().filter(|(t, _)| (from..=to).contains(t)));
-        }
-        Ok(out)
+        self.read(from, to, true)
     }
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
@@ -297,7 +295,7 @@ impl EditLog {
             .start_segment(next_txid)
             .map_err(|e| FsError::io("cannot start an edit log segment", e))?;
         let (synced, _) = tokio::sync::watch::channel(next_txid - 1);
-        let (rolled, _) = tokio::sync::watch::channel(0);
+        let (rolled, _) = tokio::sync::watch::channel(next_txid - 1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -483,6 +481,19 @@ pub fn save_image(dir: &Path, img: &Image) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Deletes images a crash left half-written (`image_<txid>.tmp`).
+pub fn remove_unfinished_images(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("image_") && name.ends_with(".tmp") {
+            tracing::info!(file = %name, "removing an image a crash left unfinished");
+            fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Images in `dir`, newest first.
 pub fn list_images(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
@@ -638,5 +649,18 @@ mod tests {
         bytes[10] ^= 1;
         fs::write(&p, bytes).unwrap();
         assert_eq!(load_image(&p).unwrap_err().kind, Kind::Corrupt);
+    }
+
+    #[test]
+    fn half_written_images_are_removed_and_finished_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = crate::namespace::Namespace::new("hdfs", "supergroup");
+        let kept = save_image(dir.path(), &ns.into_image()).unwrap();
+        let torn = image_path(dir.path(), 9).with_extension("tmp");
+        fs::write(&torn, b"HSTKIMG1 cut short").unwrap();
+        remove_unfinished_images(dir.path()).unwrap();
+        assert!(!torn.exists());
+        assert!(kept.exists());
+        assert_eq!(list_images(dir.path()).unwrap().len(), 1);
     }
 }

@@ -115,14 +115,15 @@ pub fn memory_footprint(files: u64) -> FsResult<Footprint> {
     let bytes = after.saturating_sub(before);
     let build_seconds = started.elapsed().as_secs_f64();
     drop(bm);
-    let dir = tempfile::tempdir().map_err(|e| FsError::io("temporary directory", e))?;
+    let dir = std::env::temp_dir().join(format!("hstack-footprint-{}", std::process::id()));
+    let at = dir.display().to_string();
+    std::fs::create_dir_all(&dir).map_err(|e| FsError::io(&at, e))?;
     let started = Instant::now();
-    let path = crate::editlog::save_image(dir.path(), &ns.into_image())
-        .map_err(|e| FsError::io(&dir.path().display().to_string(), e))?;
+    let saved = crate::editlog::save_image(&dir, &ns.into_image());
     let image_write_seconds = started.elapsed().as_secs_f64();
-    let image_bytes = std::fs::metadata(&path)
-        .map_err(|e| FsError::io(&path.display().to_string(), e))?
-        .len();
+    let size = saved.and_then(|p| std::fs::metadata(p).map(|m| m.len()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let image_bytes = size.map_err(|e| FsError::io(&at, e))?;
     Ok(Footprint {
         files,
         blocks,

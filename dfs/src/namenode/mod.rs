@@ -265,6 +265,7 @@ fn cluster_id(dir: &Path) -> anyhow::Result<String> {
 /// Loads the newest readable image and replays the edits after it.
 fn load(dir: &Path, cfg: &NamenodeConfig) -> anyhow::Result<(Namespace, LocalJournal)> {
     std::fs::create_dir_all(dir)?;
+    editlog::remove_unfinished_images(dir)?;
     let mut journal = LocalJournal::open(dir)?;
     journal.recover()?;
     let ns = namespace_on_disk(dir, cfg, |from| journal.read_from(from))?;
@@ -319,11 +320,15 @@ pub struct NamenodeHandle {
     pub http_addr: SocketAddr,
     pub node: Arc<Namenode>,
     shutdown: Shutdown,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl NamenodeHandle {
+    /// Waits for the shutdown signal, then for the monitor to stop (it
+    /// lets a checkpoint being written finish).
     pub async fn wait(self) {
         self.shutdown.wait().await;
+        let _ = self.monitor.await;
     }
 }
 
@@ -405,13 +410,14 @@ pub async fn run(
     .max_decoding_message_size(256 << 20)
     .max_encoding_message_size(256 << 20);
     hstack_daemon::spawn_grpc!(rpc_listener, svc, shutdown.clone(), "namenode")?;
-    tokio::spawn(monitor::run(node.clone(), shutdown.clone()));
+    let monitor = tokio::spawn(monitor::run(node.clone(), shutdown.clone()));
     tracing::info!(%rpc_addr, %http_addr, txid, "namenode started");
     Ok(NamenodeHandle {
         rpc_addr,
         http_addr,
         node,
         shutdown,
+        monitor,
     })
 }
 
@@ -552,9 +558,9 @@ pub(crate) async fn checkpoint(nn: Arc<Namenode>) -> anyhow::Result<()> {
     let upto = nn.log.roll();
     nn.log.rolled(upto).await?;
     let n = nn.clone();
-    let txid = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+    let purged = tokio::task::spawn_blocking(move || -> anyhow::Result<std::io::Result<()>> {
         let dir = &n.name_dir;
-        let journal = LocalJournal::open(dir)?;
+        let mut journal = LocalJournal::open(dir)?;
         let ns = namespace_on_disk(dir, &n.cfg, |from| journal.read_finalized(from, upto))?;
         if ns.txid != upto {
             anyhow::bail!(
@@ -563,13 +569,15 @@ pub(crate) async fn checkpoint(nn: Arc<Namenode>) -> anyhow::Result<()> {
             );
         }
         editlog::save_image(dir, &ns.into_image())?;
-        let mut j = LocalJournal::open(dir)?;
-        editlog::purge_old(dir, &mut j as &mut dyn Journal, 2)?;
-        Ok(upto)
+        *n.last_checkpoint.lock().expect("lock") = (upto, Instant::now());
+        Ok(editlog::purge_old(dir, &mut journal as &mut dyn Journal, 2))
     })
     .await??;
-    *nn.last_checkpoint.lock().expect("lock") = (txid, Instant::now());
+    if let Err(e) = purged {
+        // The image stands; the next checkpoint purges again.
+        tracing::warn!("checkpoint saved, but purging old images and edits failed: {e}");
+    }
     nn.metrics.checkpoints.inc();
-    tracing::info!(txid, "checkpoint saved");
+    tracing::info!(txid = upto, "checkpoint saved");
     Ok(())
 }

@@ -10,7 +10,8 @@ use hstack_daemon::Shutdown;
 use super::{checkpoint, Namenode, State};
 
 const TICK: Duration = Duration::from_millis(200);
-/// After a failed checkpoint, the next try waits this long.
+/// After a failed checkpoint the next try waits this long, doubling with
+/// each failure up to the checkpoint period (a replay is not free).
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(60);
 
 pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
@@ -21,13 +22,15 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
     // needs), one at a time.
     let mut checkpointing: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
     let mut next_checkpoint_try = Instant::now();
+    let mut checkpoint_failures = 0u32;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.wait() => {
                 if let Some(h) = checkpointing.take() {
                     // Let an image being written finish rather than leave
-                    // its temporary file behind.
+                    // its temporary file behind (NamenodeHandle::wait
+                    // waits for this task).
                     let _ = h.await;
                 }
                 return;
@@ -61,12 +64,17 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
                 Ok(Err(e)) => Some(format!("{e:#}")),
                 Err(e) => Some(e.to_string()),
             };
-            if let Some(e) = failure {
-                tracing::error!(
-                    "checkpoint failed: {e}; retrying in {}s",
-                    CHECKPOINT_RETRY.as_secs()
-                );
-                next_checkpoint_try = now + CHECKPOINT_RETRY;
+            match failure {
+                None => checkpoint_failures = 0,
+                Some(e) => {
+                    let cap = Duration::from_secs(nn.cfg.checkpoint_period_s).max(CHECKPOINT_RETRY);
+                    let wait = CHECKPOINT_RETRY
+                        .saturating_mul(1 << checkpoint_failures.min(16))
+                        .min(cap);
+                    checkpoint_failures += 1;
+                    tracing::error!("checkpoint failed: {e}; retrying in {}s", wait.as_secs());
+                    next_checkpoint_try = now + wait;
+                }
             }
         }
         if checkpointing.is_none() && now >= next_checkpoint_try && nn.checkpoint_due(now) {
@@ -79,7 +87,9 @@ impl Namenode {
     fn checkpoint_due(&self, now: Instant) -> bool {
         let (txid, at) = *self.last_checkpoint.lock().expect("lock");
         let last = self.log.last_txid();
-        last > txid
+        // A failed edit log takes no roll (and no change to save).
+        self.log.failure().is_none()
+            && last > txid
             && (last - txid >= self.cfg.checkpoint_txns
                 || now.duration_since(at) >= Duration::from_secs(self.cfg.checkpoint_period_s))
     }
