@@ -201,8 +201,8 @@ impl FileWriter {
         if self.cur.is_some() {
             self.end_block().await?;
         }
-        let mut wait = Duration::from_millis(5);
-        for _ in 0..40 {
+        let mut patience = Patience::new();
+        loop {
             let done = self
                 .client
                 .namenode()
@@ -220,16 +220,44 @@ impl FileWriter {
                 self.client.writer_closed();
                 return Ok(());
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(500));
+            if !patience.pause().await {
+                return Err(FsError::new(
+                    Kind::NotReplicatedYet,
+                    format!(
+                        "{}: the namenode did not see the last block's replicas in time; the file is not closed",
+                        self.path
+                    ),
+                ));
+            }
         }
-        Err(FsError::new(
-            Kind::NotReplicatedYet,
-            format!(
-                "{}: the namenode did not see the last block's replicas in time; the file is not closed",
-                self.path
-            ),
-        ))
+    }
+
+    /// AddBlock, retried while the namenode has not yet heard of the
+    /// previous block from any datanode (`NotReplicatedYet`).
+    async fn add_block(&self, excluded: &[String]) -> FsResult<pb::LocatedBlock> {
+        let mut patience = Patience::new();
+        loop {
+            let r = self
+                .client
+                .namenode()
+                .add_block(pb::AddBlockRequest {
+                    caller: self.client.caller(),
+                    path: self.path.clone(),
+                    inode_id: self.inode,
+                    previous: self.prev.map(BlockRec::to_pb),
+                    excluded: excluded.to_vec(),
+                })
+                .await;
+            match r {
+                Ok(lb) => return Ok(lb.into_inner()),
+                Err(s) => {
+                    let e = FsError::from(s);
+                    if e.kind != Kind::NotReplicatedYet || !patience.pause().await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Asks for a block and opens its pipeline; nodes that fail to set up
@@ -238,18 +266,7 @@ impl FileWriter {
         let mut excluded: Vec<String> = Vec::new();
         let mut last_err = None;
         for _ in 0..BLOCK_ATTEMPTS {
-            let lb = self
-                .client
-                .namenode()
-                .add_block(pb::AddBlockRequest {
-                    caller: self.client.caller(),
-                    path: self.path.clone(),
-                    inode_id: self.inode,
-                    previous: self.prev.map(BlockRec::to_pb),
-                    excluded: excluded.clone(),
-                })
-                .await?
-                .into_inner();
+            let lb = self.add_block(&excluded).await?;
             let block = BlockRec::from_pb(lb.block)?;
             match transfer::open_pipeline(
                 block,
@@ -488,5 +505,32 @@ impl Drop for FileWriter {
             // recovers the file.
             self.client.writer_closed();
         }
+    }
+}
+
+/// Waiting for the namenode to hear from the datanodes: 5 ms, doubling to
+/// 500 ms, 40 times (about 17 s in all).
+struct Patience {
+    wait: Duration,
+    left: u32,
+}
+
+impl Patience {
+    fn new() -> Self {
+        Self {
+            wait: Duration::from_millis(5),
+            left: 40,
+        }
+    }
+
+    /// Sleeps before the next try; false once patience ran out.
+    async fn pause(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_millis(500));
+        true
     }
 }

@@ -475,6 +475,21 @@ impl pb::namenode_server::Namenode for NamenodeService {
                         previous.map(|b| b.id)
                     )));
                 }
+                // HDFS's NotReplicatedYet: no next block until some datanode
+                // has reported the previous one, so a writer never runs
+                // ahead of blocks that may exist nowhere. The client retries.
+                if let Some(p) = previous.filter(|b| b.len > 0) {
+                    if st.bm.blocks.get(&p.id).map_or(0, |i| i.replicas.len()) == 0 {
+                        return Err(FsError::new(
+                            Kind::NotReplicatedYet,
+                            format!(
+                                "{}: no datanode has reported block {} yet; retry",
+                                st.ns.full_path(inode),
+                                p.id
+                            ),
+                        ));
+                    }
+                }
                 let (replication, block_size) = (f.replication as usize, f.block_size);
                 let excluded: HashSet<String> = r.excluded.iter().cloned().collect();
                 let host = w.host.clone();

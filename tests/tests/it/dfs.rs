@@ -234,6 +234,49 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
         before,
         "a refused request changed the namespace"
     );
+    // A next block before any datanode reported the previous one:
+    // NotReplicatedYet (the client retries it), and the file keeps its
+    // one block. Here the "previous" block was never written at all.
+    {
+        use hstack_tests::hstack_proto_dfs as pb;
+        let caller = pb::Caller {
+            user: c.user().to_string(),
+            client_name: "raw-writer".into(),
+            host: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        let st = nn
+            .create(pb::CreateRequest {
+                caller: Some(caller.clone()),
+                path: "/d/nry".into(),
+                permission: 0o644,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .status
+            .expect("a status");
+        let add = |previous: Option<pb::Block>| pb::AddBlockRequest {
+            caller: Some(caller.clone()),
+            path: "/d/nry".into(),
+            inode_id: st.inode_id,
+            previous,
+            excluded: vec![],
+        };
+        let first = nn.add_block(add(None)).await?.into_inner().block;
+        let mut unreported = first.expect("a block");
+        unreported.len = 100;
+        let e: hstack_tests::hstack_dfs::FsError = nn
+            .add_block(add(Some(unreported)))
+            .await
+            .expect_err("no replica reported")
+            .into();
+        assert_eq!(e.kind, Kind::NotReplicatedYet, "{e}");
+        assert!(e.message.contains("retry"), "{e}");
+        let lbs = c.block_locations("/d/nry", 0, 0).await?;
+        assert_eq!(lbs.blocks.len(), 1, "{lbs:?}");
+        c.delete("/d/nry", false).await?;
+    }
     // The CLI says so too, with a non-zero status.
     let nnaddr = cluster.nn.addr("rpc");
     let (ok, _, err) = hstack(&["dfs", "--namenode", &nnaddr, "rm", "/d"])?;
