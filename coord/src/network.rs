@@ -305,7 +305,7 @@ impl RaftNetwork<TypeConfig> for Conn {
             // openraft counted this leader in the quorum before its own
             // fsync; a follower must not apply what only it might hold.
             // The fsync began before any follower had the entries, so this
-            // wait is short and rare; past the RPC's deadline, send the
+            // wait is short and rare; after half the soft deadline, send the
             // smaller commit index the disk vouches for.
             if !durable.borrow().covers(commit.index) {
                 self.metrics.commit_waits_for_fsync_total.inc();
