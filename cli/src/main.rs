@@ -125,6 +125,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(
+        job,
+        Job::Dfs(_) | Job::Admin(_) | Job::BenchDfs(_) | Job::BenchNamenode(_)
+    ) {
+        // The file system client says why it waits (a namenode restarting,
+        // a replica that failed).
+        hstack_daemon::init_client_tracing();
+    }
     let result = rt.block_on(async move {
         match job {
             Job::Coord(cfg) => run_coord(*cfg).await,

@@ -12,7 +12,7 @@ mod shutdown;
 pub use announce::{announce, read_announcement, Announcement};
 pub use config::{layer_config, CommonArgs, ConfigError, ConfigOutcome};
 pub use http::{serve_http, HttpState, StatusFn};
-pub use logging::{init_tracing, install_abort_on_panic, LogFormat};
+pub use logging::{init_client_tracing, init_tracing, install_abort_on_panic, LogFormat};
 pub use shutdown::Shutdown;
 
 /// The version every daemon reports in `hstack_build_info`.

@@ -42,6 +42,21 @@ pub fn init_tracing(format: LogFormat, level: &str) {
     let _ = result;
 }
 
+/// For client commands (`hstack dfs`, `hstack admin`): warnings only, to
+/// stderr, without timestamps or targets (a person reads them; the result
+/// goes to stdout). `RUST_LOG` overrides the level.
+pub fn init_client_tracing() {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
 /// A storage daemon that panics stops: half-alive is worse than dead.
 pub fn install_abort_on_panic() {
     let default = std::panic::take_hook();

@@ -94,6 +94,10 @@ impl Kind {
 pub struct FsError {
     pub kind: Kind,
     pub message: String,
+    /// The namenode changed nothing and the same call will work later
+    /// (it is starting): clients try again (HDFS's `RetriableException`).
+    #[serde(default)]
+    pub retriable: bool,
 }
 
 impl FsError {
@@ -101,7 +105,14 @@ impl FsError {
         Self {
             kind,
             message: message.into(),
+            retriable: false,
         }
+    }
+
+    /// Marks the error as worth the same call again later.
+    pub fn retriable(mut self) -> Self {
+        self.retriable = true;
+        self
     }
 
     pub fn not_found(path: &str) -> Self {
@@ -129,6 +140,13 @@ impl fmt::Display for FsError {
 impl std::error::Error for FsError {}
 
 const KIND_HEADER: &str = "hstack-error";
+const RETRIABLE_HEADER: &str = "hstack-retriable";
+
+/// Whether the status is the namenode's (or a datanode's) considered
+/// answer, not a transport failure.
+pub fn from_namenode(s: &tonic::Status) -> bool {
+    s.metadata().get(KIND_HEADER).is_some()
+}
 
 impl From<FsError> for tonic::Status {
     fn from(e: FsError) -> Self {
@@ -137,6 +155,12 @@ impl From<FsError> for tonic::Status {
             KIND_HEADER,
             tonic::metadata::MetadataValue::from_static(e.kind.name()),
         );
+        if e.retriable {
+            s.metadata_mut().insert(
+                RETRIABLE_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         s
     }
 }
@@ -149,7 +173,10 @@ impl From<tonic::Status> for FsError {
             .and_then(|v| v.to_str().ok())
             .and_then(Kind::from_name);
         match kind {
-            Some(kind) => FsError::new(kind, s.message()),
+            Some(kind) => FsError {
+                retriable: s.metadata().get(RETRIABLE_HEADER).is_some(),
+                ..FsError::new(kind, s.message())
+            },
             None => FsError::new(
                 Kind::Unavailable,
                 format!("{} ({:?})", s.message(), s.code()),
@@ -171,6 +198,9 @@ mod tests {
             let back: FsError = s.into();
             assert_eq!(back.kind, k);
             assert_eq!(back.message, "why");
+            assert!(!back.retriable);
+            let s: tonic::Status = FsError::new(k, "later").retriable().into();
+            assert!(FsError::from(s).retriable);
         }
         let plain: FsError = tonic::Status::unavailable("connection refused").into();
         assert_eq!(plain.kind, Kind::Unavailable);

@@ -11,6 +11,7 @@ use hstack_proto::dfs as pb;
 use tokio::io::BufReader;
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::retry::Repeat;
 use super::DfsClient;
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
@@ -170,8 +171,15 @@ impl FileReader {
                 reason: why.to_string(),
             }],
         };
-        if let Err(e) = self.client.namenode().report_bad_blocks(req).await {
-            tracing::warn!("cannot report a corrupt replica: {}", e.message());
+        let r = self
+            .client
+            .call("report a corrupt replica", Repeat::Idempotent, |mut nn| {
+                let req = req.clone();
+                async move { nn.report_bad_blocks(req).await }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot report a corrupt replica: {e}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod input;
 mod output;
+mod retry;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,6 +18,7 @@ pub use input::FileReader;
 pub use output::FileWriter;
 
 use crate::error::{FsError, FsResult, Kind};
+use retry::{Backoff, Repeat};
 
 /// Who the client is and where it runs.
 #[derive(Clone, Debug)]
@@ -30,6 +32,10 @@ pub struct ClientOptions {
     pub host: String,
     /// How often an open writer renews its lease.
     pub lease_renew: Duration,
+    /// How long a namenode call keeps trying through a namenode that is
+    /// unreachable or starting (HSTACK_NAMENODE_RETRY_SECS, default 15;
+    /// see `retry`).
+    pub namenode_patience: Duration,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +50,11 @@ impl Default for ClientOptions {
                 .unwrap_or_default(),
             host: env("HSTACK_CLIENT_HOST").unwrap_or_default(),
             lease_renew: Duration::from_secs(1),
+            namenode_patience: Duration::from_secs(
+                env("HSTACK_NAMENODE_RETRY_SECS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(15),
+            ),
         }
     }
 }
@@ -81,12 +92,29 @@ impl DfsClient {
             .map_err(|e| FsError::invalid(format!("namenode address {namenode:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let ch = ep.connect().await.map_err(|e| {
-            FsError::new(
-                Kind::Unavailable,
-                format!("cannot reach the namenode at {namenode}: {e}"),
-            )
-        })?;
+        // Like every call, the first connection waits out a namenode that
+        // is restarting.
+        let mut backoff = Backoff::new(opts.namenode_patience);
+        let ch = loop {
+            match ep.connect().await {
+                Ok(ch) => break ch,
+                Err(e) => {
+                    let e = FsError::new(
+                        Kind::Unavailable,
+                        format!(
+                            "cannot reach the namenode at {namenode}: {}",
+                            retry::with_causes(e.to_string(), std::error::Error::source(&e))
+                        ),
+                    );
+                    if backoff.first() {
+                        tracing::warn!("{e}; trying again for up to {:?}", opts.namenode_patience);
+                    }
+                    if !backoff.pause().await {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let nn = NamenodeClient::new(ch)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
@@ -140,27 +168,37 @@ impl DfsClient {
         permission: u32,
         parents: bool,
     ) -> FsResult<pb::FileStatus> {
+        let req = pb::MkdirsRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            permission,
+            create_parent: parents,
+        };
+        // With parents, an existing directory is success: safe to repeat.
+        let repeat = if parents {
+            Repeat::Idempotent
+        } else {
+            Repeat::AtMostOnce
+        };
         let r = self
-            .namenode()
-            .mkdirs(pb::MkdirsRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                permission,
-                create_parent: parents,
+            .call(&format!("mkdir {path}"), repeat, |mut nn| {
+                let req = req.clone();
+                async move { nn.mkdirs(req).await }
             })
             .await?;
-        r.into_inner()
-            .status
+        r.status
             .ok_or_else(|| FsError::new(Kind::Io, "mkdirs returned no status"))
     }
 
     /// `None` when nothing is at `path`.
     pub async fn stat(&self, path: &str) -> FsResult<Option<pb::FileStatus>> {
+        let req = self.path_req(path);
         Ok(self
-            .namenode()
-            .get_file_info(self.path_req(path))
+            .call(&format!("stat {path}"), Repeat::Idempotent, |mut nn| {
+                let req = req.clone();
+                async move { nn.get_file_info(req).await }
+            })
             .await?
-            .into_inner()
             .status)
     }
 
@@ -169,16 +207,18 @@ impl DfsClient {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
+            let req = pb::GetListingRequest {
+                caller: self.caller(),
+                path: path.to_string(),
+                start_after: after.clone(),
+                limit: 1000,
+            };
             let page = self
-                .namenode()
-                .get_listing(pb::GetListingRequest {
-                    caller: self.caller(),
-                    path: path.to_string(),
-                    start_after: after.clone(),
-                    limit: 1000,
+                .call(&format!("list {path}"), Repeat::Idempotent, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.get_listing(req).await }
                 })
-                .await?
-                .into_inner();
+                .await?;
             let last = page.entries.last().map(|e| e.path.clone());
             out.extend(page.entries);
             match last {
@@ -191,80 +231,103 @@ impl DfsClient {
     }
 
     pub async fn delete(&self, path: &str, recursive: bool) -> FsResult<()> {
-        self.namenode()
-            .delete(pb::DeleteRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                recursive,
-            })
-            .await?;
+        let req = pb::DeleteRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            recursive,
+        };
+        self.call(&format!("delete {path}"), Repeat::AtMostOnce, |mut nn| {
+            let req = req.clone();
+            async move { nn.delete(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn rename(&self, src: &str, dst: &str) -> FsResult<()> {
-        self.namenode()
-            .rename(pb::RenameRequest {
-                caller: self.caller(),
-                src: src.to_string(),
-                dst: dst.to_string(),
-            })
-            .await?;
+        let req = pb::RenameRequest {
+            caller: self.caller(),
+            src: src.to_string(),
+            dst: dst.to_string(),
+        };
+        self.call(
+            &format!("rename {src} to {dst}"),
+            Repeat::AtMostOnce,
+            |mut nn| {
+                let req = req.clone();
+                async move { nn.rename(req).await }
+            },
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn set_replication(&self, path: &str, replication: u32) -> FsResult<()> {
-        self.namenode()
-            .set_replication(pb::SetReplicationRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                replication,
-            })
-            .await?;
+        let req = pb::SetReplicationRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            replication,
+        };
+        self.call(&format!("setrep {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.set_replication(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn set_permission(&self, path: &str, permission: u32) -> FsResult<()> {
-        self.namenode()
-            .set_permission(pb::SetPermissionRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                permission,
-            })
-            .await?;
+        let req = pb::SetPermissionRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            permission,
+        };
+        self.call(&format!("chmod {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.set_permission(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn set_owner(&self, path: &str, owner: &str, group: &str) -> FsResult<()> {
-        self.namenode()
-            .set_owner(pb::SetOwnerRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                owner: owner.to_string(),
-                group: group.to_string(),
-            })
-            .await?;
+        let req = pb::SetOwnerRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            owner: owner.to_string(),
+            group: group.to_string(),
+        };
+        self.call(&format!("chown {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.set_owner(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// -1 leaves a time as it is.
     pub async fn set_times(&self, path: &str, mtime_ms: i64, atime_ms: i64) -> FsResult<()> {
-        self.namenode()
-            .set_times(pb::SetTimesRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                mtime_ms,
-                atime_ms,
-            })
-            .await?;
+        let req = pb::SetTimesRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            mtime_ms,
+            atime_ms,
+        };
+        self.call(&format!("touch {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.set_times(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn content_summary(&self, path: &str) -> FsResult<pb::ContentSummary> {
-        Ok(self
-            .namenode()
-            .get_content_summary(self.path_req(path))
-            .await?
-            .into_inner())
+        let req = self.path_req(path);
+        self.call(&format!("du {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.get_content_summary(req).await }
+        })
+        .await
     }
 
     pub async fn block_locations(
@@ -273,33 +336,36 @@ impl DfsClient {
         offset: u64,
         length: u64,
     ) -> FsResult<pb::LocatedBlocks> {
-        Ok(self
-            .namenode()
-            .get_block_locations(pb::GetBlockLocationsRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                offset,
-                length,
-            })
-            .await?
-            .into_inner())
+        let req = pb::GetBlockLocationsRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            offset,
+            length,
+        };
+        self.call(&format!("open {path}"), Repeat::Idempotent, |mut nn| {
+            let req = req.clone();
+            async move { nn.get_block_locations(req).await }
+        })
+        .await
     }
 
     /// Creates a file and opens it for writing.
     pub async fn create(&self, path: &str, o: &CreateOptions) -> FsResult<FileWriter> {
+        let req = pb::CreateRequest {
+            caller: self.caller(),
+            path: path.to_string(),
+            permission: o.permission,
+            overwrite: o.overwrite,
+            create_parent: o.create_parent,
+            replication: o.replication,
+            block_size: o.block_size,
+        };
         let st = self
-            .namenode()
-            .create(pb::CreateRequest {
-                caller: self.caller(),
-                path: path.to_string(),
-                permission: o.permission,
-                overwrite: o.overwrite,
-                create_parent: o.create_parent,
-                replication: o.replication,
-                block_size: o.block_size,
+            .call(&format!("create {path}"), Repeat::AtMostOnce, |mut nn| {
+                let req = req.clone();
+                async move { nn.create(req).await }
             })
             .await?
-            .into_inner()
             .status
             .ok_or_else(|| FsError::new(Kind::Io, "create returned no status"))?;
         self.inner.open_writers.fetch_add(1, Ordering::SeqCst);

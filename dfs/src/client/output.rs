@@ -20,6 +20,7 @@ use hstack_proto::dfs as pb;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::retry::Repeat;
 use super::DfsClient;
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
@@ -203,17 +204,24 @@ impl FileWriter {
         }
         let mut patience = Patience::new();
         loop {
+            let req = pb::CompleteRequest {
+                caller: self.client.caller(),
+                path: self.path.clone(),
+                inode_id: self.inode,
+                last: self.prev.map(BlockRec::to_pb),
+            };
+            // A retry of a complete that succeeded succeeds again.
             let done = self
                 .client
-                .namenode()
-                .complete(pb::CompleteRequest {
-                    caller: self.client.caller(),
-                    path: self.path.clone(),
-                    inode_id: self.inode,
-                    last: self.prev.map(BlockRec::to_pb),
-                })
+                .call(
+                    &format!("close {}", self.path),
+                    Repeat::Idempotent,
+                    |mut nn| {
+                        let req = req.clone();
+                        async move { nn.complete(req).await }
+                    },
+                )
                 .await?
-                .into_inner()
                 .complete;
             if done {
                 self.closed = true;
@@ -237,21 +245,27 @@ impl FileWriter {
     async fn add_block(&self, excluded: &[String]) -> FsResult<pb::LocatedBlock> {
         let mut patience = Patience::new();
         loop {
+            let req = pb::AddBlockRequest {
+                caller: self.client.caller(),
+                path: self.path.clone(),
+                inode_id: self.inode,
+                previous: self.prev.map(BlockRec::to_pb),
+                excluded: excluded.to_vec(),
+            };
             let r = self
                 .client
-                .namenode()
-                .add_block(pb::AddBlockRequest {
-                    caller: self.client.caller(),
-                    path: self.path.clone(),
-                    inode_id: self.inode,
-                    previous: self.prev.map(BlockRec::to_pb),
-                    excluded: excluded.to_vec(),
-                })
+                .call(
+                    &format!("add a block to {}", self.path),
+                    Repeat::AtMostOnce,
+                    |mut nn| {
+                        let req = req.clone();
+                        async move { nn.add_block(req).await }
+                    },
+                )
                 .await;
             match r {
-                Ok(lb) => return Ok(lb.into_inner()),
-                Err(s) => {
-                    let e = FsError::from(s);
+                Ok(lb) => return Ok(lb),
+                Err(e) => {
                     if e.kind != Kind::NotReplicatedYet || !patience.pause().await {
                         return Err(e);
                     }
@@ -285,14 +299,21 @@ impl FileWriter {
                     tracing::warn!(block = block.id, datanode = %bad, "pipeline setup failed: {}", e.error);
                     excluded.push(bad);
                     last_err = Some(e.error);
+                    let req = pb::AbandonBlockRequest {
+                        caller: self.client.caller(),
+                        path: self.path.clone(),
+                        inode_id: self.inode,
+                        block: Some(BlockRec::to_pb(block)),
+                    };
                     self.client
-                        .namenode()
-                        .abandon_block(pb::AbandonBlockRequest {
-                            caller: self.client.caller(),
-                            path: self.path.clone(),
-                            inode_id: self.inode,
-                            block: Some(BlockRec::to_pb(block)),
-                        })
+                        .call(
+                            &format!("abandon block {}", block.id),
+                            Repeat::AtMostOnce,
+                            |mut nn| {
+                                let req = req.clone();
+                                async move { nn.abandon_block(req).await }
+                            },
+                        )
                         .await?;
                 }
             }
@@ -407,15 +428,22 @@ impl FileWriter {
                     ),
                 ));
             }
+            let req = pb::UpdateBlockForPipelineRequest {
+                caller: self.client.caller(),
+                block: Some(BlockRec::to_pb(cur.block)),
+            };
+            // A second call only skips a generation stamp.
             let lb = self
                 .client
-                .namenode()
-                .update_block_for_pipeline(pb::UpdateBlockForPipelineRequest {
-                    caller: self.client.caller(),
-                    block: Some(BlockRec::to_pb(cur.block)),
-                })
-                .await?
-                .into_inner();
+                .call(
+                    &format!("new generation stamp for block {}", cur.block.id),
+                    Repeat::Idempotent,
+                    |mut nn| {
+                        let req = req.clone();
+                        async move { nn.update_block_for_pipeline(req).await }
+                    },
+                )
+                .await?;
             let new = BlockRec {
                 len: acked,
                 ..BlockRec::from_pb(lb.block)?
@@ -433,14 +461,21 @@ impl FileWriter {
             .await
             {
                 Ok((tx, rx)) => {
+                    let req = pb::UpdatePipelineRequest {
+                        caller: self.client.caller(),
+                        old_block: Some(BlockRec::to_pb(cur.block)),
+                        new_block: Some(BlockRec::to_pb(new)),
+                        new_nodes: nodes.iter().map(|n| n.id.clone()).collect(),
+                    };
                     self.client
-                        .namenode()
-                        .update_pipeline(pb::UpdatePipelineRequest {
-                            caller: self.client.caller(),
-                            old_block: Some(BlockRec::to_pb(cur.block)),
-                            new_block: Some(BlockRec::to_pb(new)),
-                            new_nodes: nodes.iter().map(|n| n.id.clone()).collect(),
-                        })
+                        .call(
+                            &format!("update the pipeline of block {}", cur.block.id),
+                            Repeat::AtMostOnce,
+                            |mut nn| {
+                                let req = req.clone();
+                                async move { nn.update_pipeline(req).await }
+                            },
+                        )
                         .await?;
                     let mut next = BlockOut::start(new, nodes, tx, rx, acked);
                     next.sent = cur.sent;

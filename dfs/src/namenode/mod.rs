@@ -237,10 +237,12 @@ impl Namenode {
                 self.cfg.safemode_threshold * 100.0
             )
         };
-        Err(FsError::new(
+        let e = FsError::new(
             Kind::SafeMode,
             format!("Cannot {what}: the namenode is in safe mode: {reason}"),
-        ))
+        );
+        // The start-up safe mode ends by itself: clients wait it out.
+        Err(if st.safe.manual { e } else { e.retriable() })
     }
 }
 
