@@ -306,7 +306,7 @@ async fn run_datanode(cfg: hstack_dfs::datanode::DatanodeConfig) -> anyhow::Resu
                     ("http", handle.http_addr),
                 ],
             )?;
-            handle.wait().await;
+            handle.wait().await?;
             Ok(())
         },
     )

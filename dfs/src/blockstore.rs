@@ -9,9 +9,14 @@
 //!
 //! The meta file is a 16-byte header (`HSTKMETA`, version, bytes per
 //! checksum) followed by one CRC32C (little-endian u32) per 512-byte chunk
-//! of the block. Several directories (disks) are used round-robin, skipping
-//! any without room. Replicas are indexed in memory at start-up by scanning
-//! the directories.
+//! of the block. Several directories (disks) are used round-robin.
+//! Replicas are indexed in memory at start-up by scanning the directories.
+//!
+//! A directory that fails its check (`check_volumes`: its layout is there
+//! and a file can be written, synced and removed) is taken out of service:
+//! no new replica goes there, and its replicas leave the index, so the
+//! datanode reports them gone and the namenode copies them from elsewhere
+//! (HDFS's volume failure handling).
 //!
 //! Data is written with `O_DIRECT` where it can be (whole 4 KiB-aligned
 //! packets, the usual case): the disk takes it straight from the packet's
@@ -60,6 +65,8 @@ pub struct Replica {
 
 pub struct BlockStore {
     dirs: Vec<PathBuf>,
+    /// Why each directory was taken out of service; `None` while it works.
+    failed: Mutex<Vec<Option<String>>>,
     replicas: Mutex<HashMap<u64, Replica>>,
     next_dir: Mutex<usize>,
     direct_io: bool,
@@ -91,34 +98,66 @@ pub fn verify_chunks(what: &str, offset: u64, data: &[u8], sums: &[u32]) -> FsRe
     }
 }
 
+/// A storage directory taken out of service.
+#[derive(Debug)]
+pub struct VolumeFailure {
+    pub dir: PathBuf,
+    pub reason: String,
+    /// The replicas it held, now gone from this node.
+    pub lost: Vec<BlockRec>,
+}
+
 impl BlockStore {
-    /// Opens (creating) the directories and indexes what they hold.
-    pub fn open(dirs: &[PathBuf]) -> FsResult<Self> {
+    /// Opens (creating) the directories and indexes what they hold. Up to
+    /// `tolerated` directories that fail are left out of service (see
+    /// `failed_volumes`); one more is an error.
+    pub fn open(dirs: &[PathBuf], tolerated: usize) -> FsResult<Self> {
         if dirs.is_empty() {
             return Err(FsError::invalid(
                 "a datanode needs at least one storage directory",
             ));
         }
         let mut replicas = HashMap::new();
+        let mut failed = vec![None; dirs.len()];
         for (i, d) in dirs.iter().enumerate() {
-            for state in [ReplicaState::Finalized, ReplicaState::Rbw] {
-                let sub = sub_dir(d, state);
-                fs::create_dir_all(&sub).map_err(|e| FsError::io(&sub.display().to_string(), e))?;
-                for (id, gs, len) in
-                    scan(&sub).map_err(|e| FsError::io(&sub.display().to_string(), e))?
-                {
-                    // A finalized copy wins over a leftover rbw one.
-                    replicas.entry(id).or_insert(Replica {
-                        gen_stamp: gs,
-                        len,
-                        state,
-                        dir: i,
-                    });
+            let found = (|| -> io::Result<Vec<_>> {
+                let mut found = Vec::new();
+                for state in [ReplicaState::Finalized, ReplicaState::Rbw] {
+                    let sub = sub_dir(d, state);
+                    fs::create_dir_all(&sub)?;
+                    found.extend(scan(&sub)?.into_iter().map(|r| (r, state)));
+                }
+                check_dir(d)?;
+                Ok(found)
+            })();
+            match found {
+                Ok(found) => {
+                    for ((id, gs, len), state) in found {
+                        // A finalized copy wins over a leftover rbw one.
+                        replicas.entry(id).or_insert(Replica {
+                            gen_stamp: gs,
+                            len,
+                            state,
+                            dir: i,
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = FsError::io(&d.display().to_string(), e);
+                    if failed.iter().flatten().count() >= tolerated {
+                        return Err(e);
+                    }
+                    tracing::error!(
+                        "storage directory {} failed ({e}); left out (failed_volumes_tolerated = {tolerated})",
+                        d.display()
+                    );
+                    failed[i] = Some(e.message);
                 }
             }
         }
         Ok(Self {
             dirs: dirs.to_vec(),
+            failed: Mutex::new(failed),
             replicas: Mutex::new(replicas),
             next_dir: Mutex::new(0),
             direct_io: true,
@@ -195,14 +234,69 @@ impl BlockStore {
         v
     }
 
-    /// (capacity, used by blocks, remaining) over all directories.
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<String>>> {
+        self.failed.lock().expect("failed volumes lock")
+    }
+
+    /// The directories out of service, and why.
+    pub fn failed_volumes(&self) -> Vec<(PathBuf, String)> {
+        self.failed_lock()
+            .iter()
+            .zip(&self.dirs)
+            .filter_map(|(f, d)| f.clone().map(|why| (d.clone(), why)))
+            .collect()
+    }
+
+    fn in_service(&self) -> Vec<usize> {
+        self.failed_lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_none())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Checks every directory in service; takes the failing ones out of
+    /// service and their replicas out of the index. The newly failed.
+    pub fn check_volumes(&self) -> Vec<VolumeFailure> {
+        let mut out = Vec::new();
+        for i in self.in_service() {
+            let Err(e) = check_dir(&self.dirs[i]) else {
+                continue;
+            };
+            let reason = format!("{}: {e}", self.dirs[i].display());
+            self.failed_lock()[i] = Some(reason.clone());
+            let mut lost = Vec::new();
+            self.lock().retain(|id, r| {
+                if r.dir != i {
+                    return true;
+                }
+                lost.push(BlockRec {
+                    id: *id,
+                    gen_stamp: r.gen_stamp,
+                    len: r.len,
+                });
+                false
+            });
+            lost.sort_by_key(|b| b.id);
+            out.push(VolumeFailure {
+                dir: self.dirs[i].clone(),
+                reason,
+                lost,
+            });
+        }
+        out
+    }
+
+    /// (capacity, used by blocks, remaining) over the directories in
+    /// service.
     pub fn usage(&self) -> (u64, u64, u64) {
         let used: u64 = self.lock().values().map(|r| r.len).sum();
         let mut cap = 0;
         let mut free = 0;
         // Directories on one file system count it once.
         let mut seen = Vec::new();
-        for d in &self.dirs {
+        for d in self.in_service().into_iter().map(|i| &self.dirs[i]) {
             if let Ok(s) = nix::sys::statvfs::statvfs(d) {
                 if seen.contains(&s.filesystem_id()) {
                     continue;
@@ -237,8 +331,15 @@ impl BlockStore {
             self.delete(block.id)?;
         }
         let dir = {
+            let working = self.in_service();
+            if working.is_empty() {
+                return Err(FsError::new(
+                    Kind::Io,
+                    "no storage directory is in service (all failed)",
+                ));
+            }
             let mut n = self.next_dir.lock().expect("dir lock");
-            let d = *n % self.dirs.len();
+            let d = working[*n % working.len()];
             *n += 1;
             d
         };
@@ -290,6 +391,14 @@ impl BlockStore {
             for dir in [d1.parent(), d0.parent()].into_iter().flatten() {
                 fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)?;
             }
+        }
+        if let Some(why) = &self.failed_lock()[w.dir] {
+            // The directory failed while the replica was written: it is
+            // not kept (it left the index with the others).
+            return Err(FsError::new(
+                Kind::Io,
+                format!("block {}: storage directory failed: {why}", w.block.id),
+            ));
         }
         let len = w.len;
         self.lock().insert(
@@ -449,6 +558,27 @@ impl BlockStore {
         }
         Ok(())
     }
+}
+
+/// A storage directory works if its layout is there and a file can be
+/// created, written, synced and removed in it (a disk gone, unmounted,
+/// read-only or full fails).
+fn check_dir(dir: &Path) -> io::Result<()> {
+    for state in [ReplicaState::Finalized, ReplicaState::Rbw] {
+        let sub = sub_dir(dir, state);
+        if !fs::metadata(&sub)?.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                sub.display()
+            )));
+        }
+    }
+    let probe = dir.join("current").join(".volume-check");
+    let mut f = File::create(&probe)?;
+    f.write_all(b"hstack volume check\n")?;
+    f.sync_all()?;
+    drop(f);
+    fs::remove_file(&probe)
 }
 
 fn sub_dir(dir: &Path, state: ReplicaState) -> PathBuf {
@@ -817,7 +947,7 @@ mod tests {
     fn replicas_round_trip_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let dirs = vec![dir.path().join("d1"), dir.path().join("d2")];
-        let store = BlockStore::open(&dirs).unwrap();
+        let store = BlockStore::open(&dirs, 0).unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let b = write(&store, 1, &data);
         assert_eq!(b.len, 10_000);
@@ -830,19 +960,89 @@ mod tests {
         assert_eq!(r.read_verified(10_000, 5).unwrap(), b"");
         assert!(r.read_verified(10_001, 5).is_err(), "past the end");
         drop(store);
-        let store = BlockStore::open(&dirs).unwrap();
+        let store = BlockStore::open(&dirs, 0).unwrap();
         let rep: Vec<(u64, u64)> = store.report().iter().map(|(b, _)| (b.id, b.len)).collect();
         assert_eq!(rep, vec![(1, 10_000), (2, 0), (3, 513)]);
         let (cap, used, free) = store.usage();
         assert_eq!(used, 10_513);
         assert!(cap > 0 && free > 0 && free <= cap);
         // Both directories are on one file system: counted once.
-        let one = BlockStore::open(&dirs[..1]).unwrap().usage().0;
+        let one = BlockStore::open(&dirs[..1], 0).unwrap().usage().0;
         assert_eq!(cap, one);
         store.verify(&b).unwrap();
         assert!(store.delete(1).unwrap());
         assert!(store.open_read(&b).is_err());
         assert!(!store.delete(1).unwrap());
+    }
+
+    #[test]
+    fn a_failed_directory_leaves_service_with_its_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = vec![dir.path().join("d1"), dir.path().join("d2")];
+        let store = BlockStore::open(&dirs, 1).unwrap();
+        // Round-robin: odd ids in d1, even ids in d2.
+        for id in 1..=4 {
+            write(&store, id, &[id as u8; 700]);
+        }
+        let in_d2: Vec<u64> = store
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.dir == 1)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(in_d2.len(), 2);
+        assert!(store.check_volumes().is_empty(), "both work");
+        // A writer was on d2 when its disk went away.
+        let mut open = store.create_rbw(block(5)).unwrap();
+        assert_eq!(open.dir, 0);
+        let mut open2 = store.create_rbw(block(6)).unwrap();
+        assert_eq!(open2.dir, 1);
+        fs::remove_dir_all(&dirs[1]).unwrap();
+        let failed = store.check_volumes();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].dir, dirs[1]);
+        let mut lost: Vec<u64> = failed[0].lost.iter().map(|b| b.id).collect();
+        lost.sort();
+        let mut expected = in_d2.clone();
+        expected.push(6);
+        expected.sort();
+        assert_eq!(lost, expected, "d2's replicas, the one being written too");
+        assert!(store.check_volumes().is_empty(), "reported once");
+        assert_eq!(store.failed_volumes().len(), 1);
+        for id in &in_d2 {
+            assert!(store.get(*id).is_none());
+        }
+        // d1 still serves and takes every new replica.
+        write(&store, 7, b"x");
+        write(&store, 8, b"y");
+        assert!(store.lock().values().all(|r| r.dir == 0));
+        open.append(0, b"z", &checksums(b"z")).unwrap();
+        store.finalize(open, false).unwrap();
+        // The writer on d2 cannot finalize into the index again.
+        let _ = open2.append(0, b"z", &checksums(b"z"));
+        assert!(store.finalize(open2, false).is_err());
+        assert!(store.get(6).is_none());
+        // At start, a broken directory is left out within the tolerance
+        // (here d2 is a file, not a directory) and refused beyond it.
+        drop(store);
+        fs::write(&dirs[1], b"not a directory").unwrap();
+        let e = match BlockStore::open(&dirs, 0) {
+            Err(e) => e,
+            Ok(_) => panic!("opened with a broken directory and no tolerance"),
+        };
+        assert!(e.message.contains("d2"), "{e}");
+        let store = BlockStore::open(&dirs, 1).unwrap();
+        assert_eq!(store.failed_volumes().len(), 1);
+        assert!(store.get(1).is_some() && store.get(7).is_some());
+        assert!(store.create_rbw(block(9)).is_ok());
+        // With every directory gone, nothing can be written.
+        fs::remove_dir_all(&dirs[0]).unwrap();
+        assert_eq!(store.check_volumes().len(), 1);
+        let e = match store.create_rbw(block(10)) {
+            Err(e) => e,
+            Ok(_) => panic!("a replica created with no directory in service"),
+        };
+        assert!(e.message.contains("no storage directory"), "{e}");
     }
 
     /// `data` copied to a page-aligned address (as `transfer` receives it).
@@ -858,7 +1058,7 @@ mod tests {
     fn direct_and_buffered_writes_mix_in_one_replica() {
         let dir = tempfile::tempdir().unwrap();
         for direct in [true, false] {
-            let store = BlockStore::open(&[dir.path().to_path_buf()])
+            let store = BlockStore::open(&[dir.path().to_path_buf()], 0)
                 .unwrap()
                 .with_direct_io(direct);
             let id = 20 + direct as u64;
@@ -893,7 +1093,7 @@ mod tests {
             assert_eq!((start, bytes.len(), sums.len()), (3584, 196_416, 384));
         }
         // A replica reopened at an unaligned length takes aligned packets.
-        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let store = BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap();
         let data = vec![9u8; 16_384];
         let mut w = store.reopen_rbw(21, 7, 8, 512).unwrap();
         w.append(512, &data, &checksums(&data)).unwrap();
@@ -905,7 +1105,7 @@ mod tests {
     #[test]
     fn bad_packets_are_refused_and_flipped_bytes_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let store = BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap();
         let mut w = store.create_rbw(block(5)).unwrap();
         let data = vec![1u8; 1024];
         let mut sums = checksums(&data);
@@ -943,7 +1143,7 @@ mod tests {
     #[test]
     fn a_replica_reopens_at_a_new_stamp_cut_to_the_agreed_length() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let store = BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap();
         let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         let mut w = store.create_rbw(block(9)).unwrap();
         w.append(0, &data, &checksums(&data)).unwrap();
@@ -965,7 +1165,7 @@ mod tests {
         let b = store.finalize(w, true).unwrap();
         assert_eq!((b.gen_stamp, b.len), (10, 2048));
         drop(store);
-        let store = BlockStore::open(&[dir.path().to_path_buf()]).unwrap();
+        let store = BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap();
         assert_eq!(store.get(9).unwrap().gen_stamp, 10);
         store.verify(&b).unwrap();
     }

@@ -86,6 +86,16 @@ impl DfsCluster {
     /// `racks` racks (the first half on /rack1, …), and waits until every
     /// datanode has registered and the namenode has left safe mode.
     pub async fn start(datanodes: usize, racks: usize, nn_extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(datanodes, racks, nn_extra, &[]).await
+    }
+
+    /// `start`, with flags for every datanode too.
+    pub async fn start_with(
+        datanodes: usize,
+        racks: usize,
+        nn_extra: &[&str],
+        dn_extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hstack-dfs-test-")
             .tempdir()?;
@@ -94,7 +104,13 @@ impl DfsCluster {
         let mut dns = Vec::new();
         for i in 0..datanodes {
             let rack = format!("/rack{}", i * racks / datanodes.max(1) + 1);
-            dns.push(spawn_datanode(dir.path(), i, &rack, &nn.addr("rpc"))?);
+            dns.push(spawn_datanode(
+                dir.path(),
+                i,
+                &rack,
+                &nn.addr("rpc"),
+                dn_extra,
+            )?);
         }
         for d in &mut dns {
             d.wait_announced(Duration::from_secs(30)).await?;
@@ -228,7 +244,13 @@ fn spawn_namenode(dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     Ok(p)
 }
 
-fn spawn_datanode(dir: &Path, i: usize, rack: &str, namenode: &str) -> anyhow::Result<Proc> {
+fn spawn_datanode(
+    dir: &Path,
+    i: usize,
+    rack: &str,
+    namenode: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let base = dir.join(format!("dn{}", i + 1));
     let dirs = [base.join("data1"), base.join("data2")];
     for d in &dirs {
@@ -254,6 +276,7 @@ fn spawn_datanode(dir: &Path, i: usize, rack: &str, namenode: &str) -> anyhow::R
         args.push(flag.into());
         args.push(v);
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc {
         role: "datanode".into(),
         id: i as u64 + 1,

@@ -42,6 +42,8 @@ pub(crate) struct NodeStatus {
     pub registered: AtomicBool,
     /// Registered and the first full block report was accepted.
     pub ready: AtomicBool,
+    /// Why the datanode stopped itself (too many failed volumes).
+    pub fatal: std::sync::Mutex<Option<String>>,
 }
 
 pub(crate) type NamenodeClient = pb::namenode_client::NamenodeClient<Channel>;

@@ -43,6 +43,12 @@ pub struct DatanodeConfig {
     /// blocks. File systems without `O_DIRECT` (tmpfs) fall back on their
     /// own.
     pub direct_io: bool,
+    /// Storage directories that may fail before the datanode stops (HDFS's
+    /// `dfs.datanode.failed.volumes.tolerated`). Below `data_dirs`' count.
+    pub failed_volumes_tolerated: usize,
+    /// Every storage directory in service is checked this often, and soon
+    /// after a block read or write fails with an I/O error.
+    pub volume_check_ms: u64,
     /// Runtime worker threads; 0 = one per core.
     pub worker_threads: usize,
     pub log_format: String,
@@ -63,6 +69,8 @@ impl Default for DatanodeConfig {
             scan_period_ms: 6 * 3600 * 1000,
             sync_on_close: false,
             direct_io: true,
+            failed_volumes_tolerated: 0,
+            volume_check_ms: 60_000,
             worker_threads: 0,
             log_format: "human".into(),
             log_level: "info".into(),
@@ -107,6 +115,12 @@ pub struct DatanodeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_volumes_tolerated: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_check_ms: Option<u64>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
@@ -158,6 +172,16 @@ impl DatanodeConfig {
         if self.scan_period_ms == 0 {
             return Err("scan_period_ms must be > 0".into());
         }
+        if self.volume_check_ms == 0 {
+            return Err("volume_check_ms must be > 0".into());
+        }
+        if self.failed_volumes_tolerated >= self.data_dirs.len() {
+            return Err(format!(
+                "failed_volumes_tolerated = {} must be less than the {} data_dirs",
+                self.failed_volumes_tolerated,
+                self.data_dirs.len()
+            ));
+        }
         if !["human", "json"].contains(&self.log_format.as_str()) {
             return Err(format!(
                 "log_format = {:?}: expected human or json",
@@ -200,6 +224,10 @@ mod tests {
                 scan_period_ms: 0,
                 ..Default::default()
             },
+            DatanodeConfig {
+                failed_volumes_tolerated: 1,
+                ..Default::default()
+            },
         ];
         let keys = [
             "transfer_addr",
@@ -207,6 +235,7 @@ mod tests {
             "data_dirs",
             "rack",
             "scan_period_ms",
+            "failed_volumes_tolerated",
         ];
         for (c, k) in bad.iter().zip(keys) {
             let e = c.validate().unwrap_err();

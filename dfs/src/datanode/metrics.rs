@@ -20,6 +20,7 @@ pub struct DatanodeMetrics {
     /// Open data transfer connections (HDFS's xceiver count).
     pub xceivers: IntGauge,
     pub replicas: IntGauge,
+    pub failed_volumes: IntGauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -88,6 +89,10 @@ impl DatanodeMetrics {
             ),
             xceivers: gauge("xceivers", "Open data transfer connections"),
             replicas: gauge("replicas", "Replicas held, finalized or being written"),
+            failed_volumes: gauge(
+                "failed_volumes",
+                "Storage directories taken out of service after failing their check",
+            ),
         }
     }
 }

@@ -25,6 +25,7 @@ mod fence;
 mod metrics;
 mod recovery;
 mod scanner;
+mod volumes;
 mod xceiver;
 
 pub use config::{DatanodeConfig, DatanodeFlags};
@@ -70,8 +71,20 @@ impl DatanodeHandle {
 
     /// Waits for the shutdown signal. Replicas need no flushing: a replica
     /// being written is recovered from what reached its files.
-    pub async fn wait(self) {
+    /// Until the datanode stops: an error if it stopped itself (too many
+    /// failed storage directories).
+    pub async fn wait(self) -> anyhow::Result<()> {
         self.shutdown.wait().await;
+        match self
+            .status
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -101,9 +114,9 @@ async fn start(
     registry: prometheus::Registry,
 ) -> anyhow::Result<DatanodeHandle> {
     let dirs = cfg.data_paths();
-    let direct_io = cfg.direct_io;
+    let (direct_io, tolerated) = (cfg.direct_io, cfg.failed_volumes_tolerated);
     let store = tokio::task::spawn_blocking(move || {
-        BlockStore::open(&dirs).map(|s| s.with_direct_io(direct_io))
+        BlockStore::open(&dirs, tolerated).map(|s| s.with_direct_io(direct_io))
     })
     .await
     .context("opening the block store")?
@@ -150,6 +163,16 @@ async fn start(
                     rows_status.registered.load(Ordering::Relaxed).to_string(),
                 ),
                 ("blocks".into(), rows_ctx.store.replica_count().to_string()),
+                (
+                    "failed volumes".into(),
+                    rows_ctx
+                        .store
+                        .failed_volumes()
+                        .iter()
+                        .map(|(d, _)| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
                 ("capacity".into(), capacity.to_string()),
                 ("used".into(), used.to_string()),
                 ("remaining".into(), remaining.to_string()),
@@ -169,11 +192,22 @@ async fn start(
     let scanner = tokio::spawn(
         scanner::run(ctx.clone(), Duration::from_millis(cfg.scan_period_ms)).in_current_span(),
     );
+    let volumes = tokio::spawn(
+        volumes::run(
+            ctx.clone(),
+            Duration::from_millis(cfg.volume_check_ms),
+            cfg.failed_volumes_tolerated,
+            status.clone(),
+            shutdown.clone(),
+        )
+        .in_current_span(),
+    );
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop.wait().await;
         transfer.abort();
         scanner.abort();
+        volumes.abort();
     });
 
     let advertised = |a: SocketAddr| hstack_daemon::advertised(a, &cfg.advertise_host);

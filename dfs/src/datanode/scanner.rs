@@ -92,7 +92,10 @@ pub(crate) async fn pass(ctx: &Arc<XceiverCtx>, period: Duration) -> (u64, u64) 
             {
                 tracing::debug!("block scanner: block {} went away: {e}", block.id)
             }
-            Err(e) => tracing::warn!("block scanner: failed to verify block {}: {e}", block.id),
+            Err(e) => {
+                tracing::warn!("block scanner: failed to verify block {}: {e}", block.id);
+                ctx.suspect_volumes();
+            }
         }
     }
     (verified, corrupt)

@@ -25,7 +25,7 @@ struct Node {
 impl Node {
     async fn start(id: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BlockStore::open(&[dir.path().to_path_buf()]).unwrap());
+        let store = Arc::new(BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap());
         let (tx, events) = mpsc::unbounded_channel();
         let metrics = DatanodeMetrics::new(&prometheus::Registry::new());
         let ctx = Arc::new(XceiverCtx::new(store, id.into(), false, metrics, tx));
@@ -533,7 +533,7 @@ async fn run_keeps_its_id_and_serves_without_a_namenode() {
         .unwrap_err();
     assert_eq!(FsError::from(s).kind, Kind::FileNotFound);
     shutdown.trigger();
-    h.wait().await;
+    h.wait().await.unwrap();
     let again = run(cfg, Shutdown::new(), prometheus::Registry::new())
         .await
         .unwrap();

@@ -66,6 +66,8 @@ pub struct XceiverCtx {
     pub metrics: DatanodeMetrics,
     events: mpsc::UnboundedSender<Event>,
     pub(crate) fences: Fences,
+    /// Wakes the volume checker early (`suspect_volumes`).
+    pub(crate) volume_check: tokio::sync::Notify,
 }
 
 impl XceiverCtx {
@@ -84,7 +86,13 @@ impl XceiverCtx {
             metrics,
             events,
             fences: Fences::default(),
+            volume_check: tokio::sync::Notify::new(),
         }
+    }
+
+    /// An I/O error on a replica: have the storage directories checked.
+    pub(crate) fn suspect_volumes(&self) {
+        self.volume_check.notify_one();
     }
 
     /// Open data transfer connections.
@@ -216,6 +224,9 @@ async fn write_block(
         Ok(w) => w,
         Err(e) => {
             ctx.metrics.write_errors_total.inc();
+            if e.kind == Kind::Io {
+                ctx.suspect_volumes();
+            }
             tracing::warn!(
                 "failed to open block {} (stamp {}) for writing: {e}",
                 block.id,
@@ -470,6 +481,9 @@ impl DiskWriter {
             }
             Err(e) => {
                 ctx.metrics.write_errors_total.inc();
+                if e.kind == Kind::Io {
+                    ctx.suspect_volumes();
+                }
                 let at = batch.get(good).map_or(0, |(p, _)| p.offset);
                 tracing::warn!("block {id}: failed to store the packet at {at}: {e}");
                 let status = if e.kind == Kind::Corrupt {
@@ -572,6 +586,9 @@ async fn read_block(
         Ok(r) => r,
         Err(e) => {
             ctx.metrics.read_errors_total.inc();
+            if e.kind == Kind::Io {
+                ctx.suspect_volumes();
+            }
             tracing::debug!("refused a read of block {}: {e}", block.id);
             let _ = timed("reply", write_frame(&mut w, &Reply::err(&e, None))).await;
             return;
@@ -589,6 +606,7 @@ async fn read_block(
         Err(SendError::Peer(e)) => tracing::debug!("reader of block {} went away: {e}", block.id),
         Err(SendError::Local(e)) => {
             ctx.metrics.read_errors_total.inc();
+            ctx.suspect_volumes();
             tracing::warn!("failed to read block {}: {e}", block.id);
         }
     }

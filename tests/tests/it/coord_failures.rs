@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hstack_coord::{Client, ClientOptions, CreateMode, EventKind};
-use hstack_tests::{hstack_spawn, wait_for, CoordEnsemble};
+use hstack_tests::{hstack_spawn, http_get, wait_for, CoordEnsemble};
 
 /// Every key in `keys` exists on member `id` (read from it alone, after a sync).
 async fn assert_all_on(ens: &CoordEnsemble, id: u64, keys: &BTreeSet<String>) {
@@ -187,17 +187,6 @@ async fn member_kept_down_catches_up_from_a_snapshot() {
     .unwrap();
     assert_all_on(&ens, down, &keys).await;
     ens.check_logs().unwrap();
-}
-
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    Some(buf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

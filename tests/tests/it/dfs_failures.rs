@@ -13,6 +13,24 @@ use hstack_tests::{hstack, hstack_spawn, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
 
+/// The ids of the datanodes the namenode sees live.
+async fn live_ids(c: &DfsClient) -> Option<HashSet<String>> {
+    let report = c
+        .namenode()
+        .get_datanode_report(pb::Empty {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(
+        report
+            .datanodes
+            .iter()
+            .filter(|d| d.state == "live")
+            .map(|d| d.id.clone())
+            .collect(),
+    )
+}
+
 /// Waits until every block of `path` has `n` replicas on live, in-service
 /// datanodes, on at least two racks; returns how long it took.
 async fn wait_replicated(
@@ -27,18 +45,7 @@ async fn wait_replicated(
         timeout,
         || async {
             let lbs = c.block_locations(path, 0, 0).await.ok()?;
-            let report = c
-                .namenode()
-                .get_datanode_report(pb::Empty {})
-                .await
-                .ok()?
-                .into_inner();
-            let live: HashSet<String> = report
-                .datanodes
-                .iter()
-                .filter(|d| d.state == "live")
-                .map(|d| d.id.clone())
-                .collect();
+            let live = live_ids(c).await?;
             let ok = lbs.blocks.iter().all(|b| {
                 let good: Vec<_> = b.locs.iter().filter(|l| live.contains(&l.id)).collect();
                 let racks: HashSet<&str> = good.iter().map(|l| l.rack.as_str()).collect();
@@ -341,5 +348,143 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
         before,
         "a block was deleted"
     );
+    cluster.check_logs()
+}
+
+/// The datanodes holding a finalized replica of block `id`, from the
+/// block files on disk.
+fn holders(cluster: &DfsCluster, id: u64) -> HashSet<String> {
+    let name = format!("blk_{id}");
+    files_under(cluster.dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n.to_string_lossy() == name)
+                && p.parent().is_some_and(|d| d.ends_with("current/finalized"))
+        })
+        .filter_map(|p| {
+            let rel = p.strip_prefix(cluster.dir.path()).ok()?;
+            Some(
+                rel.components()
+                    .next()?
+                    .as_os_str()
+                    .to_string_lossy()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every block of `paths` has 3 replicas on live datanodes,
+/// and the namenode's locations are exactly the nodes whose disks hold it.
+async fn wait_disks_agree(
+    cluster: &DfsCluster,
+    c: &DfsClient,
+    paths: &[String],
+) -> anyhow::Result<()> {
+    wait_for(
+        "every block on 3 disks, as the namenode says",
+        Duration::from_secs(30),
+        || async {
+            let live = live_ids(c).await?;
+            for p in paths {
+                let lbs = c.block_locations(p, 0, 0).await.ok()?;
+                for b in &lbs.blocks {
+                    let id = b.block.as_ref()?.id;
+                    let listed: HashSet<String> = b
+                        .locs
+                        .iter()
+                        .filter(|l| live.contains(&l.id))
+                        .map(|l| l.id.clone())
+                        .collect();
+                    if listed.len() != 3 || listed != holders(cluster, id) {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() -> anyhow::Result<()>
+{
+    let mut cluster = DfsCluster::start_with(
+        6,
+        2,
+        &[],
+        &[
+            "--failed-volumes-tolerated",
+            "1",
+            "--volume-check-ms",
+            "300",
+        ],
+    )
+    .await?;
+    cluster.allowed_errors.push("storage director".into());
+    let c = cluster.client().await?;
+    let mut files = Vec::new();
+    for i in 0..4u64 {
+        let (path, bytes) = (format!("/v/{i}"), data(2 * B + 100, 40 + i));
+        put_file(&c, &path, &bytes).await?;
+        files.push((path, bytes));
+    }
+    let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    wait_disks_agree(&cluster, &c, &paths).await?;
+    // dn1's second disk goes away (its first holds the node's identity).
+    let disk = cluster.dir.path().join("dn1").join("data2");
+    let on_disk = files_under(&disk)
+        .iter()
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("blk_") && !n.ends_with(".meta")
+        })
+        .count();
+    assert!(on_disk > 0, "dn1's second disk holds no replica");
+    std::fs::remove_dir_all(&disk)?;
+    let dn1_log = cluster.dn_by_id("dn1").log.clone();
+    wait_for(
+        "dn1 takes its disk out of service",
+        Duration::from_secs(10),
+        || async {
+            let log = std::fs::read_to_string(&dn1_log).ok()?;
+            log.contains("out of service").then_some(())
+        },
+    )
+    .await?;
+    // The lost replicas are copied from the others; dn1 keeps serving.
+    wait_disks_agree(&cluster, &c, &paths).await?;
+    let http = cluster.dn_by_id("dn1").addr("http");
+    let metrics = hstack_tests::http_get(&http, "/metrics")
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("hstack_datanode_failed_volumes 1"),
+        "{metrics}"
+    );
+    assert!(cluster.dn_by_id("dn1").is_running());
+    for (path, bytes) in &files {
+        assert!(read(&c, path).await? == *bytes, "{path} differs");
+    }
+    // Its last disk too: more failures than tolerated, so dn1 stops (with
+    // an error), is declared dead, and its replicas are copied again.
+    std::fs::remove_dir_all(cluster.dir.path().join("dn1").join("data1"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = cluster.dn_by_id("dn1").exit_status() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "dn1 did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "dn1 stopped with {status}");
+    let log = std::fs::read_to_string(&dn1_log)?;
+    assert!(log.contains("more than failed_volumes_tolerated"), "{log}");
+    wait_dead(&c, "dn1").await?;
+    wait_disks_agree(&cluster, &c, &paths).await?;
+    for (path, bytes) in &files {
+        assert!(read(&c, path).await? == *bytes, "{path} differs");
+    }
     cluster.check_logs()
 }
