@@ -60,6 +60,7 @@ fn dn_json(d: &pb::DatanodeInfo) -> serde_json::Value {
         "transfer_addr": d.transfer_addr, "rpc_addr": d.rpc_addr, "http_addr": d.http_addr,
         "capacity": d.capacity, "used": d.used, "remaining": d.remaining,
         "blocks": d.blocks, "xceivers": d.xceivers, "last_contact_ms": d.last_contact_ms,
+        "failed_volumes": d.failed_volumes,
     })
 }
 
@@ -110,6 +111,7 @@ fn print_report(r: &pb::DatanodeReport) {
                     human_bytes(d.used),
                     human_bytes(d.remaining),
                     d.blocks.to_string(),
+                    d.failed_volumes.to_string(),
                     format!("{:.1}s ago", d.last_contact_ms as f64 / 1000.0),
                 ]
             })
@@ -123,6 +125,7 @@ fn print_report(r: &pb::DatanodeReport) {
                 "used",
                 "remaining",
                 "blocks",
+                "failed volumes",
                 "last contact",
             ],
             &rows,

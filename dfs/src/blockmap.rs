@@ -29,6 +29,16 @@ pub enum AdminState {
     Decommissioned,
 }
 
+/// What a heartbeat says of a datanode.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeStats {
+    pub capacity: u64,
+    pub used: u64,
+    pub remaining: u64,
+    pub xceivers: u32,
+    pub failed_volumes: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct Datanode {
     pub id: String,
@@ -41,6 +51,8 @@ pub struct Datanode {
     pub used: u64,
     pub remaining: u64,
     pub xceivers: u32,
+    /// Storage directories the node took out of service.
+    pub failed_volumes: u32,
     pub last_contact: Instant,
     pub alive: bool,
     pub admin: AdminState,
@@ -206,6 +218,7 @@ impl BlockMap {
             used: 0,
             remaining: 0,
             xceivers: 0,
+            failed_volumes: 0,
             last_contact: now,
             alive: true,
             admin: AdminState::InService,
@@ -220,24 +233,17 @@ impl BlockMap {
     /// A heartbeat: fresh stats; returns the commands waiting, or `None`
     /// when the node is unknown or was declared dead (it must register and
     /// report again).
-    pub fn heartbeat(
-        &mut self,
-        id: &str,
-        capacity: u64,
-        used: u64,
-        remaining: u64,
-        xceivers: u32,
-        now: Instant,
-    ) -> Option<Vec<Command>> {
+    pub fn heartbeat(&mut self, id: &str, stats: NodeStats, now: Instant) -> Option<Vec<Command>> {
         let i = *self.by_id.get(id)?;
         let n = &mut self.nodes[i as usize];
         if !n.alive {
             return None;
         }
-        n.capacity = capacity;
-        n.used = used;
-        n.remaining = remaining;
-        n.xceivers = xceivers;
+        n.capacity = stats.capacity;
+        n.used = stats.used;
+        n.remaining = stats.remaining;
+        n.xceivers = stats.xceivers;
+        n.failed_volumes = stats.failed_volumes;
         n.last_contact = now;
         Some(std::mem::take(&mut n.commands))
     }
@@ -755,6 +761,14 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    fn space(remaining: u64) -> NodeStats {
+        NodeStats {
+            capacity: 1 << 40,
+            remaining,
+            ..Default::default()
+        }
+    }
+
     fn map(racks: &[(&str, usize)]) -> BlockMap {
         let mut m = BlockMap::default();
         let now = Instant::now();
@@ -762,7 +776,7 @@ mod tests {
             for i in 0..*n {
                 let id = format!("{rack}-dn{i}");
                 m.register(&id, &format!("{rack}-h{i}"), "t", "r", "h", rack, now);
-                m.heartbeat(&id, 1 << 40, 0, 1 << 40, 0, now).unwrap();
+                m.heartbeat(&id, space(1 << 40), now).unwrap();
             }
         }
         m
@@ -830,8 +844,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(60);
         for n in 1..m.nodes.len() {
             let id = m.nodes[n].id.clone();
-            m.heartbeat(&id, 1 << 40, 0, remaining(n), 0, later)
-                .unwrap();
+            m.heartbeat(&id, space(remaining(n)), later).unwrap();
         }
         assert_eq!(
             m.check_dead(later, Duration::from_secs(30)),
@@ -875,7 +888,7 @@ mod tests {
             }
         );
         // The dead node comes back and must register again.
-        assert!(m.heartbeat("/r1-dn0", 0, 0, 0, 0, later).is_none());
+        assert!(m.heartbeat("/r1-dn0", space(0), later).is_none());
     }
 
     #[test]

@@ -331,6 +331,7 @@ impl Actor {
             used,
             remaining,
             xceivers: self.ctx.xceivers(),
+            failed_volumes: self.ctx.store.failed_volumes().len() as u32,
         };
         rpc("heartbeat", RPC_TIMEOUT, self.nn.heartbeat(req)).await
     }

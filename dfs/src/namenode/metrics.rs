@@ -11,6 +11,7 @@ pub struct NnMetrics {
     pub blocks: IntGauge,
     pub live_datanodes: IntGauge,
     pub dead_datanodes: IntGauge,
+    pub failed_volumes: IntGauge,
     pub decommissioning_datanodes: IntGauge,
     pub under_replicated: IntGauge,
     pub missing: IntGauge,
@@ -65,6 +66,11 @@ impl NnMetrics {
             blocks: gauge(r, "blocks", "Blocks in the block map"),
             live_datanodes: gauge(r, "live_datanodes", "Datanodes heartbeating"),
             dead_datanodes: gauge(r, "dead_datanodes", "Datanodes declared dead"),
+            failed_volumes: gauge(
+                r,
+                "failed_volumes",
+                "Storage directories live datanodes took out of service",
+            ),
             decommissioning_datanodes: gauge(
                 r,
                 "decommissioning_datanodes",

@@ -175,6 +175,8 @@ impl Namenode {
         m.live_datanodes.set(live.len() as i64);
         m.dead_datanodes
             .set((st.bm.nodes.len() - live.len()) as i64);
+        m.failed_volumes
+            .set(live.iter().map(|n| n.failed_volumes as i64).sum());
         m.decommissioning_datanodes.set(
             live.iter()
                 .filter(|n| n.admin == crate::blockmap::AdminState::Decommissioning)

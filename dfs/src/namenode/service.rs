@@ -11,7 +11,7 @@ use hstack_proto::dfs as pb;
 use tonic::{Request, Response, Status};
 
 use super::{expected, now_ms, rack_of, Namenode, State};
-use crate::blockmap::{AdminState, BlockMap, Command, Datanode, NodeIdx};
+use crate::blockmap::{AdminState, BlockMap, Command, Datanode, NodeIdx, NodeStats};
 use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::{self, BlockRec, Caller, Edit, InodeId, MAX_REPLICATION};
 use crate::path;
@@ -80,6 +80,7 @@ fn dn_info(n: &Datanode) -> pb::DatanodeInfo {
         used: n.used,
         remaining: n.remaining,
         xceivers: n.xceivers,
+        failed_volumes: n.failed_volumes,
         state: n.state_name().to_string(),
         last_contact_ms: n.last_contact.elapsed().as_millis() as i64,
         blocks: n.blocks,
@@ -1156,10 +1157,13 @@ impl pb::namenode_server::Namenode for NamenodeService {
             );
             st.bm.heartbeat(
                 &info.id,
-                info.capacity,
-                info.used,
-                info.remaining,
-                info.xceivers,
+                NodeStats {
+                    capacity: info.capacity,
+                    used: info.used,
+                    remaining: info.remaining,
+                    xceivers: info.xceivers,
+                    failed_volumes: info.failed_volumes,
+                },
                 now,
             );
             tracing::info!(datanode = %info.id, host = %info.host, %rack, addr = %info.transfer_addr, "datanode registered");
@@ -1181,10 +1185,13 @@ impl pb::namenode_server::Namenode for NamenodeService {
         let mut st = self.nn.lock();
         let cmds = st.bm.heartbeat(
             &r.id,
-            r.capacity,
-            r.used,
-            r.remaining,
-            r.xceivers,
+            NodeStats {
+                capacity: r.capacity,
+                used: r.used,
+                remaining: r.remaining,
+                xceivers: r.xceivers,
+                failed_volumes: r.failed_volumes,
+            },
             Instant::now(),
         );
         let reply = match cmds {

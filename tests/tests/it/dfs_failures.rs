@@ -464,6 +464,22 @@ async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() ->
         "{metrics}"
     );
     assert!(cluster.dn_by_id("dn1").is_running());
+    // The namenode shows it too (heartbeats carry the count).
+    let nn = cluster.nn.addr("rpc");
+    wait_for(
+        "admin report shows dn1's failed volume",
+        Duration::from_secs(10),
+        || async {
+            let (_, json, _) = hstack(&["admin", "--namenode", &nn, "report", "--json"]).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+            let dn1 = v["datanodes"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "dn1")?;
+            (dn1["failed_volumes"] == 1).then_some(())
+        },
+    )
+    .await?;
     for (path, bytes) in &files {
         assert!(read(&c, path).await? == *bytes, "{path} differs");
     }
