@@ -148,6 +148,9 @@ fn main() -> ExitCode {
             Job::BenchMemory(args) => bench_dfs::bench_memory(args),
         }
     });
+    // A blocking thread stuck on a dead disk must not keep the process
+    // from exiting (dropping the runtime would wait for it).
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<dfs::ExitStatus>().is_some() => {

@@ -133,13 +133,26 @@ impl BlockStore {
             match found {
                 Ok(found) => {
                     for ((id, gs, len), state) in found {
-                        // A finalized copy wins over a leftover rbw one.
-                        replicas.entry(id).or_insert(Replica {
+                        let r = Replica {
                             gen_stamp: gs,
                             len,
                             state,
                             dir: i,
-                        });
+                        };
+                        // Copies of one block in two places (a crash
+                        // between steps): a finalized copy wins over a
+                        // leftover rbw one, then the newer stamp.
+                        let rank = |r: &Replica| (r.state == ReplicaState::Finalized, r.gen_stamp);
+                        match replicas.entry(id) {
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(r);
+                            }
+                            std::collections::hash_map::Entry::Occupied(mut o) => {
+                                if rank(&r) > rank(o.get()) {
+                                    o.insert(r);
+                                }
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -247,7 +260,8 @@ impl BlockStore {
             .collect()
     }
 
-    fn in_service(&self) -> Vec<usize> {
+    /// The indexes of the directories in service.
+    pub fn in_service(&self) -> Vec<usize> {
         self.failed_lock()
             .iter()
             .enumerate()
@@ -259,33 +273,67 @@ impl BlockStore {
     /// Checks every directory in service; takes the failing ones out of
     /// service and their replicas out of the index. The newly failed.
     pub fn check_volumes(&self) -> Vec<VolumeFailure> {
-        let mut out = Vec::new();
-        for i in self.in_service() {
-            let Err(e) = check_dir(&self.dirs[i]) else {
-                continue;
-            };
-            let reason = format!("{}: {e}", self.dirs[i].display());
-            self.failed_lock()[i] = Some(reason.clone());
-            let mut lost = Vec::new();
-            self.lock().retain(|id, r| {
-                if r.dir != i {
-                    return true;
-                }
-                lost.push(BlockRec {
-                    id: *id,
-                    gen_stamp: r.gen_stamp,
-                    len: r.len,
-                });
-                false
-            });
-            lost.sort_by_key(|b| b.id);
-            out.push(VolumeFailure {
-                dir: self.dirs[i].clone(),
-                reason,
-                lost,
-            });
+        self.in_service()
+            .into_iter()
+            .filter_map(|i| {
+                let e = self.check_volume(i).err()?;
+                self.fail_volume(i, &e.to_string())
+            })
+            .collect()
+    }
+
+    /// Whether directory `i` works (see `check_dir`). Blocks on its disk.
+    pub fn check_volume(&self, i: usize) -> io::Result<()> {
+        check_dir(&self.dirs[i])
+    }
+
+    /// Takes directory `i` out of service, and its replicas out of the
+    /// index; `None` if it was out already.
+    pub fn fail_volume(&self, i: usize, why: &str) -> Option<VolumeFailure> {
+        let reason = format!("{}: {why}", self.dirs[i].display());
+        // The index lock first, then the flag: a replica is indexed only
+        // under the index lock after a look at the flag (`index`), so none
+        // of this directory's can slip in after the sweep below.
+        let mut index = self.lock();
+        {
+            let mut failed = self.failed_lock();
+            if failed[i].is_some() {
+                return None;
+            }
+            failed[i] = Some(reason.clone());
         }
-        out
+        let mut lost = Vec::new();
+        index.retain(|id, r| {
+            if r.dir != i {
+                return true;
+            }
+            lost.push(BlockRec {
+                id: *id,
+                gen_stamp: r.gen_stamp,
+                len: r.len,
+            });
+            false
+        });
+        drop(index);
+        lost.sort_by_key(|b| b.id);
+        Some(VolumeFailure {
+            dir: self.dirs[i].clone(),
+            reason,
+            lost,
+        })
+    }
+
+    /// Puts a replica in the index, unless its directory has failed.
+    fn index(&self, id: u64, r: Replica) -> FsResult<()> {
+        let mut index = self.lock();
+        if let Some(why) = &self.failed_lock()[r.dir] {
+            return Err(FsError::new(
+                Kind::Io,
+                format!("block {id}: storage directory out of service ({why})"),
+            ));
+        }
+        index.insert(id, r);
+        Ok(())
     }
 
     /// (capacity, used by blocks, remaining) over the directories in
@@ -353,7 +401,7 @@ impl BlockStore {
         header.extend_from_slice(&(CHUNK as u32).to_le_bytes());
         header.extend_from_slice(&[0, 0]);
         meta_f.write_all(&header).map_err(io)?;
-        self.lock().insert(
+        self.index(
             block.id,
             Replica {
                 gen_stamp: block.gen_stamp,
@@ -361,7 +409,7 @@ impl BlockStore {
                 state: ReplicaState::Rbw,
                 dir,
             },
-        );
+        )?;
         Ok(RbwWriter {
             block,
             dir,
@@ -392,16 +440,10 @@ impl BlockStore {
                 fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)?;
             }
         }
-        if let Some(why) = &self.failed_lock()[w.dir] {
-            // The directory failed while the replica was written: it is
-            // not kept (it left the index with the others).
-            return Err(FsError::new(
-                Kind::Io,
-                format!("block {}: storage directory failed: {why}", w.block.id),
-            ));
-        }
         let len = w.len;
-        self.lock().insert(
+        // Refused if the directory failed while the replica was written
+        // (it left the index with the others).
+        self.index(
             w.block.id,
             Replica {
                 gen_stamp: gs,
@@ -409,7 +451,7 @@ impl BlockStore {
                 state: ReplicaState::Finalized,
                 dir: w.dir,
             },
-        );
+        )?;
         Ok(BlockRec {
             id: w.block.id,
             gen_stamp: gs,
@@ -478,7 +520,7 @@ impl BlockStore {
         data.set_len(len).map_err(io)?;
         meta.set_len(META_HEADER + len.div_ceil(CHUNK as u64) * 4)
             .map_err(io)?;
-        self.lock().insert(
+        self.index(
             id,
             Replica {
                 gen_stamp: new_gs,
@@ -486,7 +528,7 @@ impl BlockStore {
                 state: ReplicaState::Rbw,
                 dir: r.dir,
             },
-        );
+        )?;
         Ok(RbwWriter {
             block: BlockRec {
                 id,
@@ -561,8 +603,8 @@ impl BlockStore {
 }
 
 /// A storage directory works if its layout is there and a file can be
-/// created, written, synced and removed in it (a disk gone, unmounted,
-/// read-only or full fails).
+/// created, written, synced and removed in it: a disk gone, unmounted or
+/// read-only fails; a full one does not (its replicas are still good).
 fn check_dir(dir: &Path) -> io::Result<()> {
     for state in [ReplicaState::Finalized, ReplicaState::Rbw] {
         let sub = sub_dir(dir, state);
@@ -574,11 +616,25 @@ fn check_dir(dir: &Path) -> io::Result<()> {
         }
     }
     let probe = dir.join("current").join(".volume-check");
-    let mut f = File::create(&probe)?;
-    f.write_all(b"hstack volume check\n")?;
-    f.sync_all()?;
-    drop(f);
-    fs::remove_file(&probe)
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&probe)?;
+        f.write_all(b"hstack volume check\n")?;
+        f.sync_all()
+    };
+    match write() {
+        Ok(()) => {}
+        // Full is not failed: the replicas on it are still good.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::ENOSPC | nix::libc::EDQUOT)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    match fs::remove_file(&probe) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn sub_dir(dir: &Path, state: ReplicaState) -> PathBuf {

@@ -17,6 +17,9 @@ use crate::error::{FsError, FsResult, Kind};
 use crate::namespace::BlockRec;
 use crate::transfer::{self, Op, Reply};
 
+/// How long a reader waits to report a corrupt replica.
+const REPORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// An open connection streaming one block from one replica.
 struct BlockIn {
     block: BlockRec,
@@ -171,15 +174,21 @@ impl FileReader {
                 reason: why.to_string(),
             }],
         };
-        let r = self
+        // Briefly: the read goes on from the next replica, and the
+        // scanner or the next reader reports it again. (Not spawned: a
+        // command that exits right after the read would drop it.)
+        let report = self
             .client
             .call("report a corrupt replica", Repeat::Idempotent, |mut nn| {
                 let req = req.clone();
                 async move { nn.report_bad_blocks(req).await }
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!("cannot report a corrupt replica: {e}");
+            });
+        match tokio::time::timeout(REPORT_PATIENCE, report).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot report a corrupt replica: {e}"),
+            Err(_) => tracing::warn!(
+                "cannot report a corrupt replica: no answer from the namenode in {REPORT_PATIENCE:?}"
+            ),
         }
     }
 

@@ -33,8 +33,8 @@ pub struct ClientOptions {
     /// How often an open writer renews its lease.
     pub lease_renew: Duration,
     /// How long a namenode call keeps trying through a namenode that is
-    /// unreachable or starting (HSTACK_NAMENODE_RETRY_SECS, default 15;
-    /// see `retry`).
+    /// unreachable or starting (HSTACK_NAMENODE_RETRY_SECS, default 60:
+    /// longer than the namenode's 30 s safe-mode extension; see `retry`).
     pub namenode_patience: Duration,
 }
 
@@ -53,7 +53,7 @@ impl Default for ClientOptions {
             namenode_patience: Duration::from_secs(
                 env("HSTACK_NAMENODE_RETRY_SECS")
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(15),
+                    .unwrap_or(60),
             ),
         }
     }

@@ -45,16 +45,30 @@ fn retry_reason(s: &tonic::Status, e: &FsError, repeat: Repeat) -> Option<&'stat
     if never_sent(s) {
         return Some("cannot connect to the namenode");
     }
-    (repeat == Repeat::Idempotent).then_some("lost the connection to the namenode")
+    (repeat == Repeat::Idempotent && lost_connection(s))
+        .then_some("lost the connection to the namenode")
 }
 
-/// Whether the channel failed before the request went out: it could not
-/// connect. tonic says so only in words ("tcp connect error"); the test
-/// `a_refused_connection_counts_as_never_sent` holds it to them.
+/// Whether this client's channel failed before the request went out: it
+/// could not connect. tonic says so only in words ("tcp connect error");
+/// the test `a_refused_connection_counts_as_never_sent` holds it to them.
+/// The status must also carry a local transport error as its source: a
+/// proxy's "upstream connect error" arrives as a plain status, after the
+/// request may have gone on.
 pub(crate) fn never_sent(s: &tonic::Status) -> bool {
+    use std::error::Error;
     let m = s.message();
     s.code() == tonic::Code::Unavailable
+        && s.source().is_some()
         && (m.contains("connect error") || m.contains("error trying to connect"))
+}
+
+/// A transport failure of this client's connection (not an error that
+/// would repeat, such as a message too large or one that cannot be
+/// decoded).
+fn lost_connection(s: &tonic::Status) -> bool {
+    use std::error::Error;
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.source().is_some()
 }
 
 /// Sleeps between tries: 100 ms doubling to 1 s, until the deadline.
@@ -176,10 +190,21 @@ mod tests {
 
     #[test]
     fn only_what_cannot_apply_twice_is_tried_again() {
-        let refused = tonic::Status::unavailable(
+        // Transport failures carry their cause, as tonic's own do.
+        let local = |code, m: &str| {
+            let mut s = tonic::Status::new(code, m);
+            s.set_source(std::sync::Arc::new(std::io::Error::other(m.to_string())));
+            s
+        };
+        let refused = local(
+            tonic::Code::Unavailable,
             "error trying to connect: tcp connect error: Connection refused (os error 111)",
         );
-        let reset = tonic::Status::unavailable("error reading a body from connection");
+        let reset = local(tonic::Code::Unknown, "transport error");
+        // A proxy's answer: a status from the far side, no local cause.
+        let proxied =
+            tonic::Status::unavailable("upstream connect error or disconnect/reset before headers");
+        let too_big = tonic::Status::out_of_range("decoded message length too large");
         let starting: tonic::Status = FsError::new(Kind::SafeMode, "starting").retriable().into();
         let manual: tonic::Status = FsError::new(Kind::SafeMode, "by an admin").into();
         let down: tonic::Status = FsError::new(Kind::Unavailable, "edit log failed").into();
@@ -191,6 +216,8 @@ mod tests {
         }
         assert!(reason(reset.clone(), Repeat::Idempotent).is_some());
         assert_eq!(reason(reset.clone(), Repeat::AtMostOnce), None);
+        assert_eq!(reason(proxied.clone(), Repeat::AtMostOnce), None);
+        assert_eq!(reason(too_big.clone(), Repeat::Idempotent), None);
         // And the error of a call not repeated says it may have happened.
         let e = unsure(FsError::from(reset.clone()), &reset, "create /a");
         assert!(e.message.contains("may or may not"), "{}", e.message);

@@ -183,6 +183,7 @@ impl Actor {
             remaining,
             xceivers: self.ctx.xceivers(),
             blocks: self.ctx.store.replica_count() as u64,
+            failed_volumes: self.ctx.store.failed_volumes().len() as u32,
             ..self.me.clone()
         };
         let cluster_file = self

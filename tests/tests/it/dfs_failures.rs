@@ -351,6 +351,15 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
     cluster.check_logs()
 }
 
+/// A disk is pulled: its directory disappears (moved aside in one step,
+/// then deleted, so a datanode writing into it meanwhile cannot get in
+/// the way).
+fn pull_disk(dir: &std::path::Path) -> std::io::Result<()> {
+    let aside = dir.with_extension("pulled");
+    std::fs::rename(dir, &aside)?;
+    std::fs::remove_dir_all(&aside)
+}
+
 /// The datanodes holding a finalized replica of block `id`, from the
 /// block files on disk.
 fn holders(cluster: &DfsCluster, id: u64) -> HashSet<String> {
@@ -442,7 +451,8 @@ async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() ->
         })
         .count();
     assert!(on_disk > 0, "dn1's second disk holds no replica");
-    std::fs::remove_dir_all(&disk)?;
+    // Renamed aside first: the checker's probe file may appear in it.
+    pull_disk(&disk)?;
     let dn1_log = cluster.dn_by_id("dn1").log.clone();
     wait_for(
         "dn1 takes its disk out of service",
@@ -485,7 +495,7 @@ async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() ->
     }
     // Its last disk too: more failures than tolerated, so dn1 stops (with
     // an error), is declared dead, and its replicas are copied again.
-    std::fs::remove_dir_all(cluster.dir.path().join("dn1").join("data1"))?;
+    pull_disk(&cluster.dir.path().join("dn1").join("data1"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = cluster.dn_by_id("dn1").exit_status() {
