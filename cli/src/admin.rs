@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use hstack_dfs::FsError;
 use hstack_proto::dfs as pb;
 use serde_json::json;
 
@@ -44,6 +45,12 @@ enum AdminCmd {
     },
     /// Safe mode: `get`, `enter`, `leave`, or `wait` (until it is off).
     Safemode { action: String },
+    /// Drop dead datanodes (by id or transfer address), retired for good,
+    /// from the lists and the dead count; live ones are refused.
+    RemoveDead {
+        #[arg(required = true)]
+        datanodes: Vec<String>,
+    },
     /// Drain datanodes (by id or transfer address) before they leave.
     Decommission {
         /// Put them back in service instead.
@@ -74,6 +81,15 @@ fn report_json(r: &pb::DatanodeReport) -> serde_json::Value {
         "pending_replication": r.pending_replication,
         "datanodes": r.datanodes.iter().map(dn_json).collect::<Vec<_>>(),
     })
+}
+
+/// The report as a table, or as JSON.
+fn show_report(r: &pb::DatanodeReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&report_json(r));
+    }
+    print_report(r);
+    Ok(())
 }
 
 fn print_report(r: &pb::DatanodeReport) {
@@ -139,12 +155,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let json = args.json;
     match args.cmd {
         AdminCmd::Report => {
-            let r = nn.get_datanode_report(pb::Empty {}).await?.into_inner();
-            if json {
-                return output::json(&report_json(&r));
-            }
-            print_report(&r);
-            Ok(())
+            let r = nn
+                .get_datanode_report(pb::Empty {})
+                .await
+                .map_err(FsError::from)?
+                .into_inner();
+            show_report(&r, json)
         }
         AdminCmd::Fsck {
             path,
@@ -154,7 +170,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         } => {
             let r = nn
                 .fsck(pb::FsckRequest { path: path.clone() })
-                .await?
+                .await
+                .map_err(FsError::from)?
                 .into_inner();
             if json {
                 output::json(&fsck_json(&r))?;
@@ -184,7 +201,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     .set_safe_mode(pb::SafeModeRequest {
                         action: act.to_string(),
                     })
-                    .await?
+                    .await
+                    .map_err(FsError::from)?
                     .into_inner();
                 if wait && r.on {
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -211,6 +229,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
+        AdminCmd::RemoveDead { datanodes } => {
+            let r = nn
+                .remove_dead_datanodes(pb::RemoveDeadDatanodesRequest { datanodes })
+                .await
+                .map_err(FsError::from)?
+                .into_inner();
+            show_report(&r, json)
+        }
         AdminCmd::Decommission {
             recommission,
             datanodes,
@@ -220,13 +246,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     datanodes,
                     recommission,
                 })
-                .await?
+                .await
+                .map_err(FsError::from)?
                 .into_inner();
-            if json {
-                return output::json(&report_json(&r));
-            }
-            print_report(&r);
-            Ok(())
+            show_report(&r, json)
         }
     }
 }

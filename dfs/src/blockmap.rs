@@ -58,6 +58,9 @@ pub struct Datanode {
     pub admin: AdminState,
     /// Replicas the namenode believes this node holds.
     pub blocks: u64,
+    /// Removed from the lists by an administrator while dead (`forget`);
+    /// its slot stays so node indexes do not move.
+    pub forgotten: bool,
     /// Commands waiting for the next heartbeat.
     pub commands: Vec<Command>,
     /// Replication streams this node is sending now (a throttle).
@@ -183,6 +186,31 @@ impl BlockMap {
         self.by_id.get(id).copied()
     }
 
+    /// The datanodes an administrator sees: all but the forgotten.
+    pub fn listed(&self) -> impl Iterator<Item = &Datanode> {
+        self.nodes.iter().filter(|n| !n.forgotten)
+    }
+
+    /// A listed datanode by id or transfer address.
+    pub fn find(&self, name: &str) -> Option<NodeIdx> {
+        self.idx_of(name).or_else(|| {
+            self.nodes
+                .iter()
+                .position(|n| !n.forgotten && n.transfer_addr == name)
+                .map(|i| i as NodeIdx)
+        })
+    }
+
+    /// Drops a dead datanode from the lists (and from the dead count): it
+    /// was retired. If it comes back it registers as a new node.
+    pub fn forget(&mut self, n: NodeIdx) {
+        let node = &mut self.nodes[n as usize];
+        debug_assert!(!node.alive, "only dead datanodes are forgotten");
+        node.forgotten = true;
+        let id = node.id.clone();
+        self.by_id.remove(&id);
+    }
+
     /// Registers (or re-registers) a datanode; returns its index.
     #[allow(clippy::too_many_arguments)]
     pub fn register(
@@ -223,6 +251,7 @@ impl BlockMap {
             alive: true,
             admin: AdminState::InService,
             blocks: 0,
+            forgotten: false,
             commands: Vec::new(),
             sending: 0,
         });

@@ -434,7 +434,7 @@ impl Namenode {
             ("live datanodes".into(), live.to_string()),
             (
                 "dead datanodes".into(),
-                (st.bm.nodes.len() - live).to_string(),
+                (st.bm.listed().count() - live).to_string(),
             ),
             ("inodes".into(), st.ns.inode_count().to_string()),
             ("last txid".into(), st.ns.txid.to_string()),

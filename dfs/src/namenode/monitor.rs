@@ -174,7 +174,7 @@ impl Namenode {
         let live: Vec<_> = st.bm.nodes.iter().filter(|n| n.alive).collect();
         m.live_datanodes.set(live.len() as i64);
         m.dead_datanodes
-            .set((st.bm.nodes.len() - live.len()) as i64);
+            .set((st.bm.listed().count() - live.len()) as i64);
         m.failed_volumes
             .set(live.iter().map(|n| n.failed_volumes as i64).sum());
         m.decommissioning_datanodes.set(

@@ -206,7 +206,7 @@ impl Namenode {
         let (capacity, used, remaining) = live.fold((0, 0, 0), |(c, u, r), n| {
             (c + n.capacity, u + n.used, r + n.remaining)
         });
-        let mut datanodes: Vec<pb::DatanodeInfo> = st.bm.nodes.iter().map(dn_info).collect();
+        let mut datanodes: Vec<pb::DatanodeInfo> = st.bm.listed().map(dn_info).collect();
         datanodes.sort_by(|a, b| (&a.rack, &a.id).cmp(&(&b.rack, &b.id)));
         pb::DatanodeReport {
             datanodes,
@@ -1071,6 +1071,32 @@ impl pb::namenode_server::Namenode for NamenodeService {
         self.done("set_safe_mode", res)
     }
 
+    async fn remove_dead_datanodes(
+        &self,
+        req: Request<pb::RemoveDeadDatanodesRequest>,
+    ) -> Result<Response<pb::DatanodeReport>, Status> {
+        let r = req.into_inner();
+        let res = (|| {
+            let mut st = self.nn.lock();
+            let idx = find_datanodes(&st.bm, &r.datanodes)?;
+            // All or nothing: every one must be dead.
+            if let Some(n) = idx.iter().map(|i| st.bm.node(*i)).find(|n| n.alive) {
+                return Err(FsError::invalid(format!(
+                    "datanode {} is {}: only dead datanodes can be removed (stop it, and wait for it to be declared dead)",
+                    n.id,
+                    n.state_name()
+                )));
+            }
+            for i in idx {
+                tracing::info!(datanode = %st.bm.node(i).id, "dead datanode removed from the lists");
+                st.bm.forget(i);
+            }
+            self.nn.update_gauges(&st);
+            Ok(self.nn.report(&st))
+        })();
+        self.done("remove_dead_datanodes", res)
+    }
+
     async fn decommission(
         &self,
         req: Request<pb::DecommissionRequest>,
@@ -1078,34 +1104,7 @@ impl pb::namenode_server::Namenode for NamenodeService {
         let r = req.into_inner();
         let res = (|| {
             let mut st = self.nn.lock();
-            if r.datanodes.is_empty() {
-                return Err(FsError::invalid("name at least one datanode"));
-            }
-            let mut idx = Vec::new();
-            for d in &r.datanodes {
-                let found = st
-                    .bm
-                    .nodes
-                    .iter()
-                    .position(|n| &n.id == d || &n.transfer_addr == d);
-                match found {
-                    Some(i) => idx.push(i as NodeIdx),
-                    None => {
-                        let known: Vec<&str> = st.bm.nodes.iter().map(|n| n.id.as_str()).collect();
-                        return Err(FsError::new(
-                            Kind::FileNotFound,
-                            format!(
-                                "no datanode {d:?} (known: {})",
-                                if known.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    known.join(", ")
-                                }
-                            ),
-                        ));
-                    }
-                }
-            }
+            let idx = find_datanodes(&st.bm, &r.datanodes)?;
             for i in idx {
                 let state = if r.recommission {
                     AdminState::InService
@@ -1333,4 +1332,31 @@ impl pb::namenode_server::Namenode for NamenodeService {
         .await;
         self.done("commit_block_synchronization", res)
     }
+}
+
+/// The listed datanodes named (ids or transfer addresses); an error naming
+/// the first unknown one.
+fn find_datanodes(bm: &BlockMap, names: &[String]) -> FsResult<Vec<NodeIdx>> {
+    if names.is_empty() {
+        return Err(FsError::invalid("name at least one datanode"));
+    }
+    names
+        .iter()
+        .map(|d| {
+            bm.find(d).ok_or_else(|| {
+                let known: Vec<&str> = bm.listed().map(|n| n.id.as_str()).collect();
+                FsError::new(
+                    Kind::FileNotFound,
+                    format!(
+                        "no datanode {d:?} (known: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })
+        })
+        .collect()
 }
