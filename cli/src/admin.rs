@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use hstack_dfs::FsError;
+use hstack_dfs::client::Repeat;
 use hstack_proto::dfs as pb;
 use serde_json::json;
 
@@ -150,16 +150,17 @@ fn print_report(r: &pb::DatanodeReport) {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    // Every call waits out a namenode that is restarting, like the file
+    // system commands (see hstack_dfs::client::Repeat).
     let c = args.endpoint.connect().await?;
-    let mut nn = c.namenode();
     let json = args.json;
     match args.cmd {
         AdminCmd::Report => {
-            let r = nn
-                .get_datanode_report(pb::Empty {})
-                .await
-                .map_err(FsError::from)?
-                .into_inner();
+            let r = c
+                .call("report", Repeat::Idempotent, |mut nn| async move {
+                    nn.get_datanode_report(pb::Empty {}).await
+                })
+                .await?;
             show_report(&r, json)
         }
         AdminCmd::Fsck {
@@ -168,11 +169,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             blocks,
             locations,
         } => {
-            let r = nn
-                .fsck(pb::FsckRequest { path: path.clone() })
-                .await
-                .map_err(FsError::from)?
-                .into_inner();
+            let req = pb::FsckRequest { path: path.clone() };
+            let r = c
+                .call("fsck", Repeat::Idempotent, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.fsck(req).await }
+                })
+                .await?;
             if json {
                 output::json(&fsck_json(&r))?;
             } else {
@@ -197,13 +200,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 bail!("safemode {action:?}: expected get, enter, leave or wait");
             }
             loop {
-                let r = nn
-                    .set_safe_mode(pb::SafeModeRequest {
-                        action: act.to_string(),
+                let req = pb::SafeModeRequest {
+                    action: act.to_string(),
+                };
+                // get, enter and leave are each the same done twice.
+                let r = c
+                    .call("safemode", Repeat::Idempotent, |mut nn| {
+                        let req = req.clone();
+                        async move { nn.set_safe_mode(req).await }
                     })
-                    .await
-                    .map_err(FsError::from)?
-                    .into_inner();
+                    .await?;
                 if wait && r.on {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -230,25 +236,30 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCmd::RemoveDead { datanodes } => {
-            let r = nn
-                .remove_dead_datanodes(pb::RemoveDeadDatanodesRequest { datanodes })
-                .await
-                .map_err(FsError::from)?
-                .into_inner();
+            let req = pb::RemoveDeadDatanodesRequest { datanodes };
+            // Not twice: a second try would not find the node it removed.
+            let r = c
+                .call("remove-dead", Repeat::AtMostOnce, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.remove_dead_datanodes(req).await }
+                })
+                .await?;
             show_report(&r, json)
         }
         AdminCmd::Decommission {
             recommission,
             datanodes,
         } => {
-            let r = nn
-                .decommission(pb::DecommissionRequest {
-                    datanodes,
-                    recommission,
+            let req = pb::DecommissionRequest {
+                datanodes,
+                recommission,
+            };
+            let r = c
+                .call("decommission", Repeat::Idempotent, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.decommission(req).await }
                 })
-                .await
-                .map_err(FsError::from)?
-                .into_inner();
+                .await?;
             show_report(&r, json)
         }
     }

@@ -1101,6 +1101,49 @@ mod tests {
         assert!(e.message.contains("no storage directory"), "{e}");
     }
 
+    #[test]
+    fn of_two_copies_at_start_the_finalized_then_the_newer_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = vec![dir.path().join("d1"), dir.path().join("d2")];
+        let store = BlockStore::open(&dirs, 0).unwrap();
+        // Block 1 finalized in d1, block 2 finalized in d2.
+        write(&store, 1, &[1; 600]);
+        write(&store, 2, &[2; 600]);
+        drop(store);
+        let copy = |from: &Path, to: &Path| {
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::copy(from, to).unwrap();
+        };
+        let (fin, rbw) = (ReplicaState::Finalized, ReplicaState::Rbw);
+        // A leftover rbw copy of block 1 in d2 (at a newer stamp): the
+        // finalized one still wins.
+        copy(
+            &sub_dir(&dirs[0], fin).join("blk_1"),
+            &sub_dir(&dirs[1], rbw).join("blk_1"),
+        );
+        copy(
+            &sub_dir(&dirs[0], fin).join("blk_1_7.meta"),
+            &sub_dir(&dirs[1], rbw).join("blk_1_9.meta"),
+        );
+        // A finalized copy of block 2 in d1 at a newer stamp wins over d2's.
+        copy(
+            &sub_dir(&dirs[1], fin).join("blk_2"),
+            &sub_dir(&dirs[0], fin).join("blk_2"),
+        );
+        copy(
+            &sub_dir(&dirs[1], fin).join("blk_2_7.meta"),
+            &sub_dir(&dirs[0], fin).join("blk_2_8.meta"),
+        );
+        for order in [dirs.clone(), vec![dirs[1].clone(), dirs[0].clone()]] {
+            let store = BlockStore::open(&order, 0).unwrap();
+            let one = store.get(1).unwrap();
+            assert_eq!((one.state, one.gen_stamp), (fin, 7));
+            let two = store.get(2).unwrap();
+            assert_eq!((two.state, two.gen_stamp), (fin, 8));
+            assert_eq!(order[two.dir], dirs[0]);
+        }
+    }
+
     /// `data` copied to a page-aligned address (as `transfer` receives it).
     fn aligned(data: &[u8]) -> (Vec<u8>, usize) {
         let mut v = Vec::with_capacity(data.len() + DIRECT_ALIGN);

@@ -16,9 +16,10 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use input::FileReader;
 pub use output::FileWriter;
+pub use retry::Repeat;
 
 use crate::error::{FsError, FsResult, Kind};
-use retry::{Backoff, Repeat};
+use retry::Backoff;
 
 /// Who the client is and where it runs.
 #[derive(Clone, Debug)]

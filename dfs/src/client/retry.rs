@@ -26,7 +26,7 @@ use crate::error::{FsError, FsResult, Kind};
 
 /// Whether a call may be sent twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Repeat {
+pub enum Repeat {
     /// Doing it twice is doing it once.
     Idempotent,
     /// Repeated only when the namenode certainly did not act on it.
@@ -107,7 +107,7 @@ impl Backoff {
 impl DfsClient {
     /// Calls the namenode (`f` builds and sends the request), trying again
     /// while that is safe (module doc) and the client's patience lasts.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, repeat: Repeat, mut f: F) -> FsResult<T>
+    pub async fn call<T, F, Fut>(&self, what: &str, repeat: Repeat, mut f: F) -> FsResult<T>
     where
         F: FnMut(NamenodeClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
