@@ -12,8 +12,9 @@
 //! of the block. Several directories (disks) are used round-robin.
 //! Replicas are indexed in memory at start-up by scanning the directories.
 //!
-//! A directory that fails its check (`check_volumes`: its layout is there
-//! and a file can be written, synced and removed) is taken out of service:
+//! A directory that fails its check (`check_volume`: its layout is there
+//! and a file can be written, synced and removed; the datanode's volume
+//! checker runs it) is taken out of service (`fail_volume`):
 //! no new replica goes there, and its replicas leave the index, so the
 //! datanode reports them gone and the namenode copies them from elsewhere
 //! (HDFS's volume failure handling).
@@ -267,18 +268,6 @@ impl BlockStore {
             .enumerate()
             .filter(|(_, f)| f.is_none())
             .map(|(i, _)| i)
-            .collect()
-    }
-
-    /// Checks every directory in service; takes the failing ones out of
-    /// service and their replicas out of the index. The newly failed.
-    pub fn check_volumes(&self) -> Vec<VolumeFailure> {
-        self.in_service()
-            .into_iter()
-            .filter_map(|i| {
-                let e = self.check_volume(i).err()?;
-                self.fail_volume(i, &e.to_string())
-            })
             .collect()
     }
 
@@ -989,6 +978,18 @@ mod tests {
         }
     }
 
+    /// What the datanode's volume checker does, without its timeout.
+    fn check_volumes(store: &BlockStore) -> Vec<VolumeFailure> {
+        store
+            .in_service()
+            .into_iter()
+            .filter_map(|i| {
+                let e = store.check_volume(i).err()?;
+                store.fail_volume(i, &e.to_string())
+            })
+            .collect()
+    }
+
     fn write(store: &BlockStore, id: u64, data: &[u8]) -> BlockRec {
         let mut w = store.create_rbw(block(id)).unwrap();
         let mut off = 0;
@@ -1047,14 +1048,14 @@ mod tests {
             .map(|(id, _)| *id)
             .collect();
         assert_eq!(in_d2.len(), 2);
-        assert!(store.check_volumes().is_empty(), "both work");
+        assert!(check_volumes(&store).is_empty(), "both work");
         // A writer was on d2 when its disk went away.
         let mut open = store.create_rbw(block(5)).unwrap();
         assert_eq!(open.dir, 0);
         let mut open2 = store.create_rbw(block(6)).unwrap();
         assert_eq!(open2.dir, 1);
         fs::remove_dir_all(&dirs[1]).unwrap();
-        let failed = store.check_volumes();
+        let failed = check_volumes(&store);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].dir, dirs[1]);
         let mut lost: Vec<u64> = failed[0].lost.iter().map(|b| b.id).collect();
@@ -1063,7 +1064,7 @@ mod tests {
         expected.push(6);
         expected.sort();
         assert_eq!(lost, expected, "d2's replicas, the one being written too");
-        assert!(store.check_volumes().is_empty(), "reported once");
+        assert!(check_volumes(&store).is_empty(), "reported once");
         assert_eq!(store.failed_volumes().len(), 1);
         for id in &in_d2 {
             assert!(store.get(*id).is_none());
@@ -1093,7 +1094,7 @@ mod tests {
         assert!(store.create_rbw(block(9)).is_ok());
         // With every directory gone, nothing can be written.
         fs::remove_dir_all(&dirs[0]).unwrap();
-        assert_eq!(store.check_volumes().len(), 1);
+        assert_eq!(check_volumes(&store).len(), 1);
         let e = match store.create_rbw(block(10)) {
             Err(e) => e,
             Ok(_) => panic!("a replica created with no directory in service"),
