@@ -193,14 +193,15 @@ impl Journal for LocalJournal {
             return Err(io::Error::other("no open edit log segment"));
         };
         let end = seg.len + records.len() as u64;
-        if end > seg.filled {
-            let to = end.next_multiple_of(PREFILL);
-            let zeros = vec![0u8; (to - seg.filled) as usize];
-            seg.file.write_all_at(&zeros, seg.filled)?;
-            seg.filled = to;
-        }
         seg.file.write_all_at(records, seg.len)?;
         seg.len = end;
+        if end >= seg.filled {
+            // Zeros after the records, up to the next MiB past them.
+            let to = (end + 1).next_multiple_of(PREFILL);
+            let zeros = vec![0u8; (to - end) as usize];
+            seg.file.write_all_at(&zeros, end)?;
+            seg.filled = to;
+        }
         Ok(())
     }
 
@@ -505,7 +506,19 @@ impl Drop for EditLog {
     }
 }
 
+/// Closes the marks when the writer ends, however it ends (a panic
+/// included), so that no waiter is left waiting.
+struct CloseMarks(Arc<Shared>);
+
+impl Drop for CloseMarks {
+    fn drop(&mut self) {
+        self.0.synced.close();
+        self.0.rolled.close();
+    }
+}
+
 fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
+    let _close = CloseMarks(shared.clone());
     let mut seg_first = first;
     loop {
         let chunks: Vec<Chunk> = {
@@ -532,11 +545,11 @@ fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
                 Chunk::Roll { last } => {
                     let r = journal
                         .sync()
+                        .inspect(|_| shared.synced.advance(last))
                         .and_then(|_| journal.finalize_segment(seg_first, last))
                         .and_then(|_| journal.start_segment(last + 1));
                     seg_first = last + 1;
                     if r.is_ok() {
-                        shared.synced.advance(last);
                         shared.rolled.advance(last);
                     }
                     r
@@ -558,15 +571,10 @@ fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
             Err(e) => {
                 tracing::error!("edit log write failed: {e}; no further edit will be acknowledged");
                 *shared.failed.lock().expect("lock") = Some(e.to_string());
-                shared.synced.close();
-                shared.rolled.close();
                 return;
             }
         }
     }
-    // Stopped: nothing more becomes durable.
-    shared.synced.close();
-    shared.rolled.close();
 }
 
 const IMAGE_MAGIC: &[u8; 8] = b"HSTKIMG1";
@@ -742,6 +750,63 @@ mod tests {
         assert!(!ten.await.unwrap(), "a closed mark fails its waiters");
         assert!(mark.reached(7).await, "what was reached stays reached");
         assert!(!mark.reached(8).await);
+    }
+
+    /// A journal in memory whose fsync fails once `fail` is set.
+    struct Flaky {
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Journal for Flaky {
+        fn recover(&mut self) -> io::Result<Vec<Segment>> {
+            Ok(Vec::new())
+        }
+        fn read_from(&self, _: u64) -> io::Result<Vec<(u64, Edit)>> {
+            Ok(Vec::new())
+        }
+        fn read_finalized(&self, _: u64, _: u64) -> io::Result<Vec<(u64, Edit)>> {
+            Ok(Vec::new())
+        }
+        fn start_segment(&mut self, _: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn write(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::other("disk gone"));
+            }
+            Ok(())
+        }
+        fn finalize_segment(&mut self, _: u64, _: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn purge_before(&mut self, _: u64) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_fails_its_waiters_and_every_later_one() {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log = EditLog::start(Box::new(Flaky { fail: fail.clone() }), 1).unwrap();
+        for i in 1..=3 {
+            log.append(&edit(i));
+        }
+        log.sync(3).await.unwrap();
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let t = log.append(&edit(4));
+        let e = log.sync(t).await.unwrap_err();
+        assert!(e.message.contains("edit log failed: disk gone"), "{e}");
+        assert!(log.failure().is_some());
+        log.sync(3).await.expect("what was durable stays durable");
+        // Nothing writes any more: a later edit fails at once, not never.
+        let t = log.append(&edit(5));
+        let later = tokio::time::timeout(std::time::Duration::from_secs(5), log.sync(t));
+        assert!(later.await.expect("does not hang").is_err());
+        let rolled = tokio::time::timeout(std::time::Duration::from_secs(5), log.rolled(5));
+        assert!(rolled.await.expect("does not hang").is_err());
     }
 
     #[test]
