@@ -3,8 +3,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
-    tonic_build::configure().compile_protos(&["coord.proto", "dfs.proto"], &["."])?;
-    println!("cargo:rerun-if-changed=coord.proto");
-    println!("cargo:rerun-if-changed=dfs.proto");
+    // The error model first, on its own; the APIs then refer to its types
+    // where they are (an extern path), so every API names its errors by
+    // the one code of error.proto.
+    tonic_build::configure().compile_protos(&["error.proto"], &["."])?;
+    tonic_build::configure()
+        .extern_path(".hstack.error.v1", "crate::error::wire")
+        .compile_protos(&["coord.proto", "dfs.proto"], &["."])?;
+    for p in ["error.proto", "coord.proto", "dfs.proto"] {
+        println!("cargo:rerun-if-changed={p}");
+    }
     Ok(())
 }

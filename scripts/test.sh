@@ -8,6 +8,7 @@ scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+scripts/deny.sh
 cargo build --locked -p hstack
 # (the log lives outside target/: CARGO_TARGET_DIR may point elsewhere)
 log=$(mktemp)

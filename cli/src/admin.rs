@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use hstack_dfs::client::Repeat;
 use hstack_proto::dfs as pb;
 use serde_json::json;
 
-use crate::dfs::{human_bytes, ExitStatus, NnEndpoint};
-use crate::output;
+use crate::dfs::{ExitStatus, NnEndpoint};
+use crate::output::{self, human_bytes};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -44,7 +43,10 @@ enum AdminCmd {
         locations: bool,
     },
     /// Safe mode: `get`, `enter`, `leave`, or `wait` (until it is off).
-    Safemode { action: String },
+    Safemode {
+        #[arg(value_enum)]
+        action: SafeModeCmd,
+    },
     /// Drop dead datanodes (by id or transfer address), retired for good,
     /// from the lists and the dead count; live ones are refused.
     RemoveDead {
@@ -59,6 +61,14 @@ enum AdminCmd {
         #[arg(required = true)]
         datanodes: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SafeModeCmd {
+    Get,
+    Enter,
+    Leave,
+    Wait,
 }
 
 fn dn_json(d: &pb::DatanodeInfo) -> serde_json::Value {
@@ -156,9 +166,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let json = args.json;
     match args.cmd {
         AdminCmd::Report => {
+            let req = pb::DatanodeReportRequest { caller: c.caller() };
             let r = c
-                .call("report", Repeat::Idempotent, |mut nn| async move {
-                    nn.get_datanode_report(pb::Empty {}).await
+                .admin_call("report", Repeat::Idempotent, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.get_datanode_report(req).await }
                 })
                 .await?;
             show_report(&r, json)
@@ -169,9 +181,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             blocks,
             locations,
         } => {
-            let req = pb::FsckRequest { path: path.clone() };
+            let req = pb::FsckRequest {
+                path: path.clone(),
+                caller: c.caller(),
+            };
             let r = c
-                .call("fsck", Repeat::Idempotent, |mut nn| {
+                .admin_call("fsck", Repeat::Idempotent, |mut nn| {
                     let req = req.clone();
                     async move { nn.fsck(req).await }
                 })
@@ -194,18 +209,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCmd::Safemode { action } => {
-            let wait = action == "wait";
-            let act = if wait { "get" } else { action.as_str() };
-            if !["get", "enter", "leave"].contains(&act) {
-                bail!("safemode {action:?}: expected get, enter, leave or wait");
-            }
+            let wait = action == SafeModeCmd::Wait;
+            let act = match action {
+                SafeModeCmd::Get | SafeModeCmd::Wait => pb::SafeModeAction::SafeModeGet,
+                SafeModeCmd::Enter => pb::SafeModeAction::SafeModeEnter,
+                SafeModeCmd::Leave => pb::SafeModeAction::SafeModeLeave,
+            };
             loop {
                 let req = pb::SafeModeRequest {
-                    action: act.to_string(),
+                    action: act as i32,
+                    caller: c.caller(),
                 };
                 // get, enter and leave are each the same done twice.
                 let r = c
-                    .call("safemode", Repeat::Idempotent, |mut nn| {
+                    .admin_call("safemode", Repeat::Idempotent, |mut nn| {
                         let req = req.clone();
                         async move { nn.set_safe_mode(req).await }
                     })
@@ -236,10 +253,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCmd::RemoveDead { datanodes } => {
-            let req = pb::RemoveDeadDatanodesRequest { datanodes };
+            let req = pb::RemoveDeadDatanodesRequest {
+                datanodes,
+                caller: c.caller(),
+            };
             // Not twice: a second try would not find the node it removed.
             let r = c
-                .call("remove-dead", Repeat::AtMostOnce, |mut nn| {
+                .admin_call("remove-dead", Repeat::AtMostOnce, |mut nn| {
                     let req = req.clone();
                     async move { nn.remove_dead_datanodes(req).await }
                 })
@@ -253,9 +273,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let req = pb::DecommissionRequest {
                 datanodes,
                 recommission,
+                caller: c.caller(),
             };
             let r = c
-                .call("decommission", Repeat::Idempotent, |mut nn| {
+                .admin_call("decommission", Repeat::Idempotent, |mut nn| {
                     let req = req.clone();
                     async move { nn.decommission(req).await }
                 })

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hstack_dfs::client::{ClientOptions, CreateOptions, DfsClient};
 use hstack_dfs::namespace::mode_string;
-use hstack_dfs::Kind;
+use hstack_dfs::Code;
 use hstack_proto::dfs as pb;
 use serde_json::json;
 
@@ -211,28 +211,6 @@ pub fn status_json(s: &pb::FileStatus) -> serde_json::Value {
     })
 }
 
-/// `YYYY-MM-DD HH:MM` (UTC) of a millisecond timestamp.
-pub fn date(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        sod / 3600,
-        sod % 3600 / 60
-    )
-}
-
 fn ls_row(s: &pb::FileStatus) -> Vec<String> {
     vec![
         format!(
@@ -248,84 +226,9 @@ fn ls_row(s: &pb::FileStatus) -> Vec<String> {
         s.owner.clone(),
         s.group.clone(),
         s.len.to_string(),
-        date(s.mtime_ms),
+        crate::output::date_minutes(s.mtime_ms),
         s.path.clone(),
     ]
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A one-line progress bar on stderr, redrawn at most 5 times a second.
-struct Progress {
-    what: String,
-    total: Option<u64>,
-    started: Instant,
-    last: Instant,
-    on: bool,
-}
-
-impl Progress {
-    fn new(what: &str, total: Option<u64>, quiet: bool) -> Self {
-        let big = total.is_none_or(|t| t >= 4 << 20);
-        Self {
-            what: what.to_string(),
-            total,
-            started: Instant::now(),
-            last: Instant::now() - Duration::from_secs(1),
-            on: !quiet && big && std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn update(&mut self, done: u64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let line = match self.total {
-            Some(t) if t > 0 => {
-                let frac = done as f64 / t as f64;
-                let w = 30;
-                let fill = (frac * w as f64) as usize;
-                format!(
-                    "{} [{}{}] {:>5.1}% {} / {} {}/s",
-                    self.what,
-                    "#".repeat(fill.min(w)),
-                    " ".repeat(w - fill.min(w)),
-                    frac * 100.0,
-                    human_bytes(done),
-                    human_bytes(t),
-                    human_bytes(rate as u64)
-                )
-            }
-            _ => format!(
-                "{} {} {}/s",
-                self.what,
-                human_bytes(done),
-                human_bytes(rate as u64)
-            ),
-        };
-        eprint!("\r{line}\x1b[K");
-    }
-
-    fn finish(&self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
-    }
 }
 
 pub async fn run(args: DfsArgs) -> anyhow::Result<()> {
@@ -386,7 +289,7 @@ pub async fn run(args: DfsArgs) -> anyhow::Result<()> {
                             println!("Deleted {p}");
                         }
                     }
-                    Err(e) if force && e.kind == Kind::FileNotFound => {}
+                    Err(e) if force && e.code == Code::FileNotFound => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -419,8 +322,8 @@ pub async fn run(args: DfsArgs) -> anyhow::Result<()> {
                     ],
                     vec!["owner".into(), s.owner.clone()],
                     vec!["group".into(), s.group.clone()],
-                    vec!["modified".into(), date(s.mtime_ms)],
-                    vec!["accessed".into(), date(s.atime_ms)],
+                    vec!["modified".into(), crate::output::date_minutes(s.mtime_ms)],
+                    vec!["accessed".into(), crate::output::date_minutes(s.atime_ms)],
                     vec!["being written".into(), s.under_construction.to_string()],
                 ],
             );
@@ -568,7 +471,7 @@ async fn put(
         (Box::new(f), Some(len))
     };
     let mut w = c.create(&dst, opts).await?;
-    let mut progress = Progress::new(&format!("put {dst}"), total, quiet);
+    let progress = crate::output::progress(&format!("put {dst}"), total, quiet);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = input.read(&mut buf)?;
@@ -576,10 +479,10 @@ async fn put(
             break;
         }
         w.write(&buf[..n]).await?;
-        progress.update(w.written());
+        progress.set_position(w.written());
     }
     w.close().await?;
-    progress.finish();
+    progress.finish_and_clear();
     Ok(())
 }
 
@@ -601,14 +504,14 @@ async fn get(c: &DfsClient, src: &str, local: &std::path::Path) -> anyhow::Resul
         let f = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let mut progress = Progress::new(&format!("get {src}"), Some(r.len()), false);
+        let progress = crate::output::progress(&format!("get {src}"), Some(r.len()), false);
         while let Some(b) = r.read_chunk().await? {
             w.write_all(&b)?;
-            progress.update(r.pos());
+            progress.set_position(r.pos());
         }
         w.flush()?;
         drop(w);
-        progress.finish();
+        progress.finish_and_clear();
         std::fs::rename(&tmp, &target)?;
         return Ok(());
     };

@@ -2,19 +2,19 @@
 //! machine as child processes of the same binary, described by
 //! `DIR/cluster.json` so client commands (`--cluster DIR`) can find it.
 //!
-//! Ports are chosen free on 127.0.0.1 the first time and kept in
-//! `cluster.json`, so `down` then `up` restarts the same cluster on the same
-//! addresses (the Raft membership remembers them).
+//! Every daemon binds its own ports (ephemeral on 127.0.0.1 the first
+//! time) and announces them; they are kept in `cluster.json`, so `down`
+//! then `up` restarts the same cluster on the same addresses (the Raft
+//! membership remembers them). The coordination ensemble is formed once,
+//! through the Bootstrap RPC, when its members have announced.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use hstack_daemon::process::DaemonProcess;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -85,10 +85,9 @@ impl ClusterFile {
     }
 
     fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let tmp = dir.join(format!("{CLUSTER_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
-        std::fs::rename(&tmp, dir.join(CLUSTER_FILE))?;
-        Ok(())
+        let path = dir.join(CLUSTER_FILE);
+        hstack_daemon::write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn addrs(&self, role: &str, key: &str) -> Vec<String> {
@@ -101,7 +100,7 @@ impl ClusterFile {
 }
 
 fn alive(pid: u32) -> bool {
-    pid != 0 && kill(Pid::from_raw(pid as i32), None).is_ok()
+    hstack_daemon::process::alive(pid)
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
@@ -117,15 +116,52 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
 }
 
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot find free ports on 127.0.0.1")?;
-    Ok(listeners
+/// The daemons started so far; stopped again if `up` fails part way.
+struct Starting {
+    procs: Vec<DaemonProcess>,
+    done: bool,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if !self.done {
+            for p in &mut self.procs {
+                p.terminate(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl Starting {
+    /// Starts one daemon (`hstack ROLE FLAGS…`) in its own process group,
+    /// its output appended to `DIR/ROLE-ID.log`, and waits for it to
+    /// announce the addresses it bound.
+    async fn start(
+        &mut self,
+        dir: &Path,
+        role: &str,
+        id: &str,
+        data_dir: &Path,
+        flags: Vec<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<&DaemonProcess> {
+        let exe = std::env::current_exe().context("cannot find the hstack binary")?;
+        let log = dir.join(format!("{role}-{id}.log"));
+        let mut p = DaemonProcess::new(&exe, role, id, data_dir, &log, flags).detached();
+        p.spawn()?;
+        let announced = p.wait_announced(timeout).await;
+        self.procs.push(p);
+        announced.map_err(anyhow::Error::msg)?;
+        Ok(self.procs.last().expect("just pushed"))
+    }
+}
+
+/// `--FLAG VALUE` pairs.
+fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
         .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
+        .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+        .collect()
 }
 
 async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow::Result<()> {
@@ -155,178 +191,129 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             );
         }
     }
-    // Ports: the previous run's, or fresh ones.
-    let mut ports: BTreeMap<u64, (u16, u16, u16)> = BTreeMap::new();
-    match &previous {
-        Some(prev) => {
-            for d in prev.daemons.iter().filter(|d| d.role == "coord") {
-                let port = |k: &str| -> anyhow::Result<u16> {
-                    let a = d
-                        .addrs
-                        .get(k)
-                        .with_context(|| format!("cluster file lacks {k} of coord {}", d.id))?;
-                    Ok(a.rsplit(':').next().unwrap_or("").parse()?)
-                };
-                ports.insert(
-                    d.id.parse()?,
-                    (port("raft")?, port("client")?, port("http")?),
-                );
-            }
-        }
-        None => {
-            let p = free_ports(3 * coord as usize)?;
-            for i in 0..coord {
-                let j = 3 * i as usize;
-                ports.insert(i + 1, (p[j], p[j + 1], p[j + 2]));
-            }
-        }
-    }
-    let initial: Vec<String> = ports
-        .iter()
-        .map(|(id, (r, c, h))| format!("{id}=127.0.0.1:{r}:{c}:{h}"))
-        .collect();
-    let exe = std::env::current_exe().context("cannot find the hstack binary")?;
-    let mut daemons = Vec::new();
-    let mut children = Vec::new();
-    for (id, (raft, client, http)) in &ports {
-        let client = format!("127.0.0.1:{client}");
-        let raft = format!("127.0.0.1:{raft}");
-        let http = format!("127.0.0.1:{http}");
-        let (entry, child) = spawn_daemon(
-            &exe,
-            &dir,
-            "coord",
-            &id.to_string(),
-            ("--data-dir", &dir.join(format!("coord-{id}"))),
-            &[
-                ("--id", &id.to_string()),
-                ("--client-addr", &client),
-                ("--raft-addr", &raft),
-                ("--http-addr", &http),
-                ("--initial-members", &initial.join(",")),
-                // Members sharing this machine's cores: one runtime thread
-                // each (fewer context switches; see docs/benchmarks.md).
-                ("--worker-threads", "1"),
-            ],
-            &[("client", &client), ("raft", &raft), ("http", &http)],
-        )?;
-        daemons.push(entry);
-        children.push(child);
-    }
-    // The file system: a namenode, and datanodes on 127.0.1.N over two racks.
-    let keep = |role: &str, id: &str, key: &str, host: &str| -> anyhow::Result<String> {
-        let old = previous.as_ref().and_then(|p| {
-            p.daemons
-                .iter()
-                .find(|d| d.role == role && d.id == id)
-                .and_then(|d| d.addrs.get(key).cloned())
-        });
-        match old {
-            Some(a) => Ok(a),
-            None => {
-                let l = std::net::TcpListener::bind((host, 0))
-                    .with_context(|| format!("cannot bind a port on {host}"))?;
-                Ok(l.local_addr()?.to_string())
-            }
-        }
+    // A daemon binds its own ports: ephemeral ones the first time, then
+    // the ones it announced, kept in cluster.json (the Raft membership
+    // remembers the members' addresses).
+    let addr = |role: &str, id: &str, key: &str, host: &str| -> String {
+        previous
+            .as_ref()
+            .and_then(|p| p.daemons.iter().find(|d| d.role == role && d.id == id))
+            .and_then(|d| d.addrs.get(key).cloned())
+            .unwrap_or_else(|| format!("{host}:0"))
     };
-    let nn_rpc = keep("namenode", "nn", "rpc", "127.0.0.1")?;
-    let nn_http = keep("namenode", "nn", "http", "127.0.0.1")?;
-    let nn_dir = dir.join("namenode");
-    let (entry, child) = spawn_daemon(
-        &exe,
-        &dir,
-        "namenode",
-        "nn",
-        ("--name-dir", &nn_dir),
-        &[
-            ("--rpc-addr", nn_rpc.as_str()),
-            ("--http-addr", nn_http.as_str()),
-            ("--heartbeat-ms", "1000"),
-            ("--replication-interval-ms", "1000"),
-            ("--dead-node-timeout-ms", "30000"),
-            ("--safemode-extension-ms", "0"),
-            ("--worker-threads", "2"),
-        ],
-        &[("rpc", &nn_rpc), ("http", &nn_http)],
-    )?;
-    daemons.push(entry);
-    children.push(child);
-    for i in 0..datanodes {
-        let id = format!("dn{}", i + 1);
-        let host = format!("127.0.1.{}", i + 1);
-        let transfer = keep("datanode", &id, "transfer", &host)?;
-        let rpc = keep("datanode", &id, "rpc", &host)?;
-        let http = keep("datanode", &id, "http", &host)?;
-        let rack = format!("/rack{}", i * 2 / datanodes + 1);
-        let data_dir = dir.join(&id).join("data");
-        let (entry, child) = spawn_daemon(
-            &exe,
-            &dir,
-            "datanode",
-            &id,
-            ("--data-dirs", &data_dir),
-            &[
-                ("--id", id.as_str()),
-                ("--namenode", nn_rpc.as_str()),
-                ("--transfer-addr", transfer.as_str()),
-                ("--rpc-addr", rpc.as_str()),
-                ("--http-addr", http.as_str()),
-                ("--rack", rack.as_str()),
-                ("--worker-threads", "1"),
-            ],
-            &[("transfer", &transfer), ("rpc", &rpc), ("http", &http)],
-        )?;
-        daemons.push(entry);
-        children.push(child);
-    }
-    let cluster = ClusterFile { daemons };
-    cluster.save(&dir)?;
     eprintln!(
         "starting {coord} coordination members, a namenode and {datanodes} datanodes in {}",
         dir.display()
     );
-
-    // Ready: every member announced itself and agrees on a leader.
+    let mut s = Starting {
+        procs: vec![],
+        done: false,
+    };
     let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    for id in 1..=coord {
+        let id = id.to_string();
+        let a = |k| addr("coord", &id, k, "127.0.0.1");
+        let data_dir = dir.join(format!("coord-{id}"));
+        let f = flags(&[
+            ("--id", &id),
+            ("--data-dir", &data_dir.display().to_string()),
+            ("--client-addr", &a("client")),
+            ("--raft-addr", &a("raft")),
+            ("--http-addr", &a("http")),
+            // Members sharing this machine's cores: one runtime thread
+            // each (fewer context switches; see docs/benchmarks.md).
+            ("--worker-threads", "1"),
+        ]);
+        s.start(&dir, "coord", &id, &data_dir, f, left()).await?;
+    }
+    form_ensemble(&s.procs).await?;
+    // The file system: a namenode, and datanodes on 127.0.1.N over two racks.
+    let nn_dir = dir.join("namenode");
+    let f = flags(&[
+        ("--name-dir", &nn_dir.display().to_string()),
+        ("--rpc-addr", &addr("namenode", "nn", "rpc", "127.0.0.1")),
+        ("--http-addr", &addr("namenode", "nn", "http", "127.0.0.1")),
+        ("--heartbeat-ms", "1000"),
+        ("--replication-interval-ms", "1000"),
+        ("--dead-node-timeout-ms", "30000"),
+        ("--safemode-extension-ms", "0"),
+        ("--worker-threads", "2"),
+    ]);
+    let nn_rpc = s
+        .start(&dir, "namenode", "nn", &nn_dir, f, left())
+        .await?
+        .addr("rpc");
+    for i in 0..datanodes {
+        let id = format!("dn{}", i + 1);
+        let host = format!("127.0.1.{}", i + 1);
+        let a = |k| addr("datanode", &id, k, &host);
+        let rack = format!("/rack{}", i * 2 / datanodes + 1);
+        let data_dir = dir.join(&id).join("data");
+        let f = flags(&[
+            ("--id", &id),
+            ("--data-dirs", &data_dir.display().to_string()),
+            ("--namenode", &nn_rpc),
+            ("--transfer-addr", &a("transfer")),
+            ("--rpc-addr", &a("rpc")),
+            ("--http-addr", &a("http")),
+            ("--rack", &rack),
+            ("--worker-threads", "1"),
+        ]);
+        s.start(&dir, "datanode", &id, &data_dir, f, left()).await?;
+    }
+    let cluster = ClusterFile {
+        daemons: s
+            .procs
+            .iter()
+            .map(|p| DaemonEntry {
+                role: p.role.clone(),
+                id: p.id.clone(),
+                pid: p.pid().unwrap_or(0),
+                addrs: p
+                    .addrs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+                data_dir: p.data_dir.clone(),
+                log: p.log.clone(),
+            })
+            .collect(),
+    };
+    cluster.save(&dir)?;
+
+    // Ready: the members agree on a leader, and the namenode is out of
+    // safe mode with every datanode live.
     let addrs = cluster.addrs("coord", "client");
     loop {
-        for (d, child) in cluster.daemons.iter().zip(children.iter_mut()) {
-            if !matches!(child.try_wait(), Ok(None)) {
-                let tail = std::fs::read_to_string(&d.log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+        for p in &mut s.procs {
+            if !p.is_running() {
                 bail!(
                     "{} {} exited during start-up; last lines of {}:\n{}",
-                    d.role,
-                    d.id,
-                    d.log.display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    p.role,
+                    p.id,
+                    p.log.display(),
+                    hstack_daemon::process::tail(&p.log, 15)
                 );
             }
         }
-        let announced = cluster
-            .daemons
-            .iter()
-            .all(|d| hstack_daemon::read_announcement(&d.data_dir).is_some());
-        if announced {
-            let mut leaders = Vec::new();
-            for a in &addrs {
-                if let Ok(r) = hstack_coord::members_of(a).await {
-                    leaders.push(r.leader_id);
-                }
+        let mut leaders = Vec::new();
+        for a in &addrs {
+            if let Ok(r) = hstack_coord_client::members_of(a).await {
+                leaders.push(r.leader_id);
             }
-            let fs_ready = fs_live(&nn_rpc).await == Some(datanodes as usize);
-            if leaders.len() == addrs.len()
-                && leaders[0] != 0
-                && leaders.iter().all(|l| *l == leaders[0])
-                && fs_ready
-            {
-                eprintln!(
-                    "ready: coordination leader is member {}; {datanodes} datanodes live",
-                    leaders[0]
-                );
-                break;
-            }
+        }
+        let fs_ready = fs_live(&nn_rpc).await == Some(datanodes as usize);
+        if leaders.len() == addrs.len()
+            && leaders[0] != 0
+            && leaders.iter().all(|l| *l == leaders[0])
+            && fs_ready
+        {
+            eprintln!(
+                "ready: coordination leader is member {}; {datanodes} datanodes live",
+                leaders[0]
+            );
+            break;
         }
         if Instant::now() > deadline {
             bail!(
@@ -336,7 +323,30 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    s.done = true;
     print_daemons(&cluster, false).await
+}
+
+/// Forms the ensemble from members that announced their addresses, unless
+/// it was formed before (a restart).
+async fn form_ensemble(members: &[DaemonProcess]) -> anyhow::Result<()> {
+    let first = members[0].addr("client");
+    let known = hstack_coord_client::members_of(&first).await?;
+    if !known.members.is_empty() {
+        return Ok(());
+    }
+    let infos = members
+        .iter()
+        .map(|p| hstack_coord_client::proto::MemberInfo {
+            id: p.id.parse().unwrap_or(0),
+            raft_addr: p.addr("raft"),
+            client_addr: p.addr("client"),
+            http_addr: p.addr("http"),
+            ..Default::default()
+        })
+        .collect();
+    hstack_coord_client::bootstrap(&first, infos).await?;
+    Ok(())
 }
 
 /// Live datanodes once the namenode is out of safe mode.
@@ -345,8 +355,8 @@ async fn fs_live(namenode: &str) -> Option<usize> {
         .await
         .ok()?;
     let r = c
-        .namenode()
-        .get_datanode_report(hstack_proto::dfs::Empty {})
+        .admin()
+        .get_datanode_report(hstack_proto::dfs::DatanodeReportRequest { caller: c.caller() })
         .await
         .ok()?
         .into_inner();
@@ -356,66 +366,8 @@ async fn fs_live(namenode: &str) -> Option<usize> {
     Some(r.datanodes.iter().filter(|d| d.state == "live").count())
 }
 
-/// Starts one daemon (`hstack ROLE DATA_DIR_FLAG DATA_DIR FLAGS…`) in its
-/// own process group, its output appended to `DIR/ROLE-ID.log`; it
-/// announces its addresses in its data directory.
-fn spawn_daemon(
-    exe: &Path,
-    dir: &Path,
-    role: &str,
-    id: &str,
-    (dir_flag, data_dir): (&str, &Path),
-    flags: &[(&str, &str)],
-    addrs: &[(&str, &String)],
-) -> anyhow::Result<(DaemonEntry, std::process::Child)> {
-    std::fs::create_dir_all(data_dir)?;
-    let _ = std::fs::remove_file(data_dir.join("addresses.json"));
-    let log = dir.join(format!("{role}-{id}.log"));
-    let out = OpenOptions::new().create(true).append(true).open(&log)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(role).arg(dir_flag).arg(data_dir);
-    for (f, v) in flags {
-        cmd.args([f, v]);
-    }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let entry = DaemonEntry {
-        role: role.into(),
-        id: id.into(),
-        pid: child.id(),
-        addrs: addrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        data_dir: data_dir.to_path_buf(),
-        log,
-    };
-    Ok((entry, child))
-}
-
 async fn readyz(http: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(http)).await
-    else {
-        return false;
-    };
-    if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: local\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = vec![0u8; 64];
-    match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
-        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).contains(" 200 "),
-        _ => false,
-    }
+    hstack_daemon::process::is_ready(http).await
 }
 
 async fn print_daemons(cluster: &ClusterFile, json: bool) -> anyhow::Result<()> {
@@ -459,7 +411,7 @@ async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let cluster = ClusterFile::load(dir)?;
     print_daemons(&cluster, json).await?;
     if !json {
-        if let Ok(r) = hstack_coord::members(&cluster.addrs("coord", "client")).await {
+        if let Ok(r) = hstack_coord_client::members(&cluster.addrs("coord", "client")).await {
             println!(
                 "coordination leader: member {} (term {})",
                 r.leader_id, r.term

@@ -1,7 +1,7 @@
 //! The one hstack binary: daemons, clients, the local cluster, benchmarks.
 
 mod admin;
-mod bench_dfs;
+mod bench;
 mod dfs;
 mod local;
 mod output;
@@ -10,8 +10,7 @@ mod zk;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hstack_daemon::{CommonArgs, ConfigOutcome, Shutdown};
-use tracing::Instrument;
+use hstack_daemon::{run_daemon, DaemonArgs};
 
 /// mimalloc instead of glibc's allocator: under the namenode's create
 /// benchmark glibc's malloc and free (with `malloc_consolidate`) were about
@@ -41,6 +40,17 @@ fn return_freed_memory_at_once() {
     };
 }
 
+/// `hstack dfs -cat f | head` ends quietly when `head` has read enough,
+/// as `cat` does: a client writing to a closed pipe dies of SIGPIPE instead
+/// of panicking on the write error (Rust ignores SIGPIPE by default).
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition of one signal before any
+    // other thread exists; no handler code runs.
+    #[allow(unsafe_code)]
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "hstack",
@@ -55,29 +65,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a coordination service member (ZooKeeper-style, Raft-replicated).
-    Coord {
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        flags: hstack_coord::CoordFlags,
-    },
+    Coord(DaemonArgs<hstack_coord::CoordConfig>),
     /// Coordination service client commands (in the spirit of zkCli).
     Zk(zk::ZkArgs),
     /// Run the file system's namenode.
-    Namenode {
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        flags: hstack_dfs::namenode::NamenodeFlags,
-    },
+    Namenode(DaemonArgs<hstack_dfs::namenode::NamenodeConfig>),
     /// Run a file system datanode.
-    Datanode {
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        flags: hstack_dfs::datanode::DatanodeFlags,
-    },
-    /// File system shell (the verbs of `hdfs dfs`).
+    Datanode(DaemonArgs<hstack_dfs::datanode::DatanodeConfig>),
+    /// File system shell (the verbs of `hdfs dfs`, in its spelling or ours).
     Dfs(dfs::DfsArgs),
     /// File system administration: report, fsck, safe mode, decommission.
     Admin(admin::AdminArgs),
@@ -86,69 +81,49 @@ enum Cmd {
     /// Benchmarks against a running cluster.
     Bench {
         #[command(subcommand)]
-        what: BenchCmd,
+        what: bench::BenchCmd,
     },
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Closed-loop load on the coordination service: ops/s and latency.
-    Coord(zk::BenchCoordArgs),
-    /// File system throughput: write or read files through the datanodes.
-    Dfs(bench_dfs::BenchDfsArgs),
-    /// Namenode operations per second over real RPC (NNThroughputBenchmark's shape).
-    Namenode(bench_dfs::BenchNamenodeArgs),
-    /// The namenode's memory per file and block, measured in this process.
-    NamenodeMemory(bench_dfs::BenchMemoryArgs),
-}
-
-/// What `main` runs once the runtime is up.
-enum Job {
-    Coord(Box<hstack_coord::CoordConfig>),
-    Zk(zk::ZkArgs),
-    Namenode(Box<hstack_dfs::namenode::NamenodeConfig>),
-    Datanode(Box<hstack_dfs::datanode::DatanodeConfig>),
-    Dfs(dfs::DfsArgs),
-    Admin(admin::AdminArgs),
-    Local(local::LocalArgs),
-    BenchCoord(zk::BenchCoordArgs),
-    BenchDfs(bench_dfs::BenchDfsArgs),
-    BenchNamenode(bench_dfs::BenchNamenodeArgs),
-    BenchMemory(bench_dfs::BenchMemoryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A daemon's configuration comes first: it sizes the runtime.
-    let job = match job_of(cli.cmd) {
-        Ok(Some(job)) => job,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
+    match cli.cmd {
+        // Every daemon goes through the one launch path (hstack_daemon::role).
+        Cmd::Coord(args) => run_daemon::<hstack_coord::CoordRole>(args),
+        Cmd::Namenode(args) => {
+            return_freed_memory_at_once();
+            run_daemon::<hstack_dfs::namenode::NamenodeRole>(args)
         }
-    };
-    if matches!(job, Job::Namenode(_) | Job::BenchMemory(_)) {
+        Cmd::Datanode(args) => run_daemon::<hstack_dfs::datanode::DatanodeRole>(args),
+        client => run_client(client),
+    }
+}
+
+/// A client command: its runtime, its logging, and its exit status.
+fn run_client(cmd: Cmd) -> ExitCode {
+    quiet_on_closed_pipe();
+    if matches!(
+        cmd,
+        Cmd::Bench {
+            what: bench::BenchCmd::NamenodeMemory(_)
+        }
+    ) {
         return_freed_memory_at_once();
     }
     // The coordination benchmark's load generator runs on one thread: it
     // shares the machine with the ensemble it measures, and one thread
     // costs it about a third less CPU per request than two (no wake-ups
     // across threads, no work stealing), CPU the members then have.
-    let mut builder = if matches!(job, Job::BenchCoord(_)) {
+    let mut builder = if matches!(
+        cmd,
+        Cmd::Bench {
+            what: bench::BenchCmd::Coord(_)
+        }
+    ) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    let workers = match &job {
-        Job::Coord(cfg) => cfg.worker_threads,
-        Job::Namenode(cfg) => cfg.worker_threads,
-        Job::Datanode(cfg) => cfg.worker_threads,
-        _ => 0,
-    };
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -156,195 +131,48 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if matches!(
-        job,
-        Job::Dfs(_) | Job::Admin(_) | Job::BenchDfs(_) | Job::BenchNamenode(_)
-    ) {
+    if matches!(cmd, Cmd::Dfs(_) | Cmd::Admin(_) | Cmd::Bench { .. }) {
         // The file system client says why it waits (a namenode restarting,
         // a replica that failed).
         hstack_daemon::init_client_tracing();
     }
     let result = rt.block_on(async move {
-        match job {
-            Job::Coord(cfg) => run_coord(*cfg).await,
-            Job::Zk(args) => zk::run(args).await,
-            Job::Namenode(cfg) => run_namenode(*cfg).await,
-            Job::Datanode(cfg) => run_datanode(*cfg).await,
-            Job::Dfs(args) => dfs::run(args).await,
-            Job::Admin(args) => admin::run(args).await,
-            Job::Local(args) => local::run(args).await,
-            Job::BenchCoord(args) => zk::bench(args).await,
-            Job::BenchDfs(args) => bench_dfs::bench_dfs(args).await,
-            Job::BenchNamenode(args) => bench_dfs::bench_namenode(args).await,
-            Job::BenchMemory(args) => bench_dfs::bench_memory(args),
+        match cmd {
+            Cmd::Zk(args) => zk::run(args).await,
+            Cmd::Dfs(args) => dfs::run(args).await,
+            Cmd::Admin(args) => admin::run(args).await,
+            Cmd::Local(args) => local::run(args).await,
+            Cmd::Bench { what } => bench::run(what).await,
+            Cmd::Coord(_) | Cmd::Namenode(_) | Cmd::Datanode(_) => unreachable!("daemons"),
         }
     });
-    // A blocking thread stuck on a dead disk must not keep the process
-    // from exiting (dropping the runtime would wait for it).
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<dfs::ExitStatus>().is_some() => {
-            ExitCode::from(e.downcast_ref::<dfs::ExitStatus>().map_or(1, |s| s.0))
+        Err(e) => exit_of(&e),
+    }
+}
+
+/// Prints a failed command's error and picks its exit status: the code's
+/// own (distinct per code, `docs/architecture/daemon.md`) when an hstack
+/// error is the cause, its name shown; else 1.
+fn exit_of(e: &anyhow::Error) -> ExitCode {
+    if let Some(s) = e.downcast_ref::<dfs::ExitStatus>() {
+        return ExitCode::from(s.0);
+    }
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<hstack_proto::Error>())
+    {
+        Some(err) => {
+            eprintln!("error[{}]: {e:#}", err.code.name());
+            ExitCode::from(err.code.exit_status())
         }
-        Err(e) => {
+        None => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// What to run; `None` when a daemon's flags asked only to print its
-/// configuration (and it was printed).
-fn job_of(cmd: Cmd) -> anyhow::Result<Option<Job>> {
-    use hstack_dfs::{datanode::DatanodeConfig, namenode::NamenodeConfig};
-    Ok(match cmd {
-        Cmd::Coord { common, flags } => {
-            coord_config(&common, &flags)?.map(|c| Job::Coord(Box::new(c)))
-        }
-        Cmd::Namenode { common, flags } => {
-            daemon_config(&common, &flags, NamenodeConfig::validate)?
-                .map(|c| Job::Namenode(Box::new(c)))
-        }
-        Cmd::Datanode { common, flags } => {
-            daemon_config(&common, &flags, DatanodeConfig::validate)?
-                .map(|c| Job::Datanode(Box::new(c)))
-        }
-        Cmd::Zk(args) => Some(Job::Zk(args)),
-        Cmd::Dfs(args) => Some(Job::Dfs(args)),
-        Cmd::Admin(args) => Some(Job::Admin(args)),
-        Cmd::Local(args) => Some(Job::Local(args)),
-        Cmd::Bench { what } => Some(match what {
-            BenchCmd::Coord(args) => Job::BenchCoord(args),
-            BenchCmd::Dfs(args) => Job::BenchDfs(args),
-            BenchCmd::Namenode(args) => Job::BenchNamenode(args),
-            BenchCmd::NamenodeMemory(args) => Job::BenchMemory(args),
-        }),
-    })
-}
-
-fn coord_config(
-    common: &CommonArgs,
-    flags: &hstack_coord::CoordFlags,
-) -> anyhow::Result<Option<hstack_coord::CoordConfig>> {
-    let validate = |c: &hstack_coord::CoordConfig| c.validate().map_err(|e| e.message);
-    daemon_config(common, flags, validate)
-}
-
-/// The layered, validated configuration; `None` when a flag asked only to
-/// print something (and it was printed).
-fn daemon_config<T, F>(
-    common: &CommonArgs,
-    flags: &F,
-    validate: impl Fn(&T) -> Result<(), String>,
-) -> anyhow::Result<Option<T>>
-where
-    T: serde::Serialize + serde::de::DeserializeOwned + Default,
-    F: serde::Serialize,
-{
-    match hstack_daemon::layer_config(common, "HSTACK_", flags, validate)? {
-        ConfigOutcome::Exit(text) => {
-            print!("{text}");
-            Ok(None)
-        }
-        ConfigOutcome::Run(cfg) => Ok(Some(cfg)),
-    }
-}
-
-async fn run_coord(cfg: hstack_coord::CoordConfig) -> anyhow::Result<()> {
-    let format = cfg.log_format.parse().map_err(anyhow::Error::msg)?;
-    hstack_daemon::init_tracing(format, &cfg.log_level);
-    hstack_daemon::install_abort_on_panic();
-    let span = tracing::info_span!("node", role = "coord", id = cfg.id);
-    serve_coord(cfg).instrument(span).await
-}
-
-async fn serve_coord(cfg: hstack_coord::CoordConfig) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
-    let registry = prometheus::Registry::new();
-    let handle = hstack_coord::run(cfg.clone(), shutdown, registry).await?;
-    hstack_daemon::announce(
-        &cfg.data_path(),
-        "coord",
-        &cfg.id.to_string(),
-        &[
-            ("client", handle.client_addr),
-            ("raft", handle.raft_addr),
-            ("http", handle.http_addr),
-        ],
-    )?;
-    handle.wait().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Logging and the panic hook as the daemon's configuration says, then
-/// `body` inside the daemon's span.
-async fn run_daemon(
-    log_format: &str,
-    log_level: &str,
-    span: tracing::Span,
-    body: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let format = log_format.parse().map_err(anyhow::Error::msg)?;
-    hstack_daemon::init_tracing(format, log_level);
-    hstack_daemon::install_abort_on_panic();
-    body.instrument(span).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn run_namenode(cfg: hstack_dfs::namenode::NamenodeConfig) -> anyhow::Result<()> {
-    let span = tracing::info_span!("node", role = "namenode");
-    run_daemon(
-        &cfg.log_format.clone(),
-        &cfg.log_level.clone(),
-        span,
-        async move {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            let registry = prometheus::Registry::new();
-            let handle = hstack_dfs::namenode::run(cfg.clone(), shutdown, registry).await?;
-            hstack_daemon::announce(
-                &cfg.name_path(),
-                "namenode",
-                "nn",
-                &[("rpc", handle.rpc_addr), ("http", handle.http_addr)],
-            )?;
-            handle.wait().await;
-            Ok(())
-        },
-    )
-    .await
-}
-
-async fn run_datanode(cfg: hstack_dfs::datanode::DatanodeConfig) -> anyhow::Result<()> {
-    let span = tracing::info_span!("node", role = "datanode");
-    run_daemon(
-        &cfg.log_format.clone(),
-        &cfg.log_level.clone(),
-        span,
-        async move {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            let registry = prometheus::Registry::new();
-            let handle = hstack_dfs::datanode::run(cfg.clone(), shutdown, registry).await?;
-            hstack_daemon::announce(
-                &cfg.data_paths()[0],
-                "datanode",
-                &handle.id.clone(),
-                &[
-                    ("transfer", handle.transfer_addr),
-                    ("rpc", handle.rpc_addr),
-                    ("http", handle.http_addr),
-                ],
-            )?;
-            handle.wait().await?;
-            Ok(())
-        },
-    )
-    .await
 }
 
 #[cfg(test)]

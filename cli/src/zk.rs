@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use hstack_coord::{Client, ClientOptions, Code, CreateMode, EventKind, Stat};
+use hstack_coord_client::{Client, ClientOptions, Code, CreateMode, EventKind, Stat};
 use serde_json::json;
 
 use crate::output;
@@ -159,9 +159,9 @@ async fn connect(args: &ZkArgs) -> anyhow::Result<Client> {
 fn stat_rows(s: &Stat) -> Vec<(&'static str, String)> {
     vec![
         ("cZxid", format!("{:#x}", s.czxid)),
-        ("ctime", fmt_time(s.ctime)),
+        ("ctime", crate::output::date_millis(s.ctime)),
         ("mZxid", format!("{:#x}", s.mzxid)),
-        ("mtime", fmt_time(s.mtime)),
+        ("mtime", crate::output::date_millis(s.mtime)),
         ("pZxid", format!("{:#x}", s.pzxid)),
         ("cversion", s.cversion.to_string()),
         ("dataVersion", s.version.to_string()),
@@ -170,44 +170,6 @@ fn stat_rows(s: &Stat) -> Vec<(&'static str, String)> {
         ("dataLength", s.data_length.to_string()),
         ("numChildren", s.num_children.to_string()),
     ]
-}
-
-/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
-fn fmt_time(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, sec, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{sec:02}.{milli:03} UTC")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_times() {
-        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00.000 UTC");
-        assert_eq!(
-            super::fmt_time(1_795_242_256_849),
-            "2026-11-21 06:24:16.849 UTC"
-        );
-        assert_eq!(
-            super::fmt_time(951_782_400_000),
-            "2000-02-29 00:00:00.000 UTC"
-        );
-    }
 }
 
 fn stat_json(s: &Stat) -> serde_json::Value {
@@ -234,18 +196,20 @@ pub async fn run(args: ZkArgs) -> anyhow::Result<()> {
             http_addr,
             learner,
         } => {
-            let m = hstack_coord::proto::MemberInfo {
+            let m = hstack_coord_client::proto::MemberInfo {
                 id: *id,
                 raft_addr: raft_addr.clone(),
                 client_addr: client_addr.clone(),
                 http_addr: http_addr.clone(),
                 ..Default::default()
             };
-            let r = hstack_coord::add_member(&args.endpoints.coord_members()?, m, !learner).await?;
+            let r = hstack_coord_client::add_member(&args.endpoints.coord_members()?, m, !learner)
+                .await?;
             return print_members(&args, &r);
         }
         ZkCmd::RemoveMember { id } => {
-            let r = hstack_coord::remove_member(&args.endpoints.coord_members()?, *id).await?;
+            let r =
+                hstack_coord_client::remove_member(&args.endpoints.coord_members()?, *id).await?;
             return print_members(&args, &r);
         }
         _ => {}
@@ -299,7 +263,7 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
             }
         }
         ZkCmd::Elect { dir, data } => {
-            let election = hstack_coord::LeaderElection::new(client.clone(), dir);
+            let election = hstack_coord_client::LeaderElection::new(client.clone(), dir);
             eprintln!("campaigning in {dir} as session {:#x}", client.session_id());
             let lead = election.campaign(data.as_bytes()).await?;
             if js {
@@ -438,7 +402,7 @@ async fn hold(client: &Client) {
     }
 }
 
-fn print_event(ev: &hstack_coord::WatchedEvent, js: bool) -> anyhow::Result<()> {
+fn print_event(ev: &hstack_coord_client::WatchedEvent, js: bool) -> anyhow::Result<()> {
     if js {
         println!("{}", serde_json::to_string(ev)?);
     } else {
@@ -448,7 +412,7 @@ fn print_event(ev: &hstack_coord::WatchedEvent, js: bool) -> anyhow::Result<()> 
 }
 
 async fn wait_event(
-    events: &mut tokio::sync::broadcast::Receiver<hstack_coord::WatchedEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<hstack_coord_client::WatchedEvent>,
     path: &str,
     js: bool,
 ) -> anyhow::Result<()> {
@@ -485,12 +449,12 @@ async fn walk(client: &Client, root: &str) -> anyhow::Result<Vec<String>> {
 }
 
 async fn members(args: &ZkArgs) -> anyhow::Result<()> {
-    let mut r = hstack_coord::members(&args.endpoints.coord_members()?).await?;
+    let mut r = hstack_coord_client::members(&args.endpoints.coord_members()?).await?;
     // Ask every member for its own state: role and last applied index.
     for m in &mut r.members {
         let own = tokio::time::timeout(
             Duration::from_secs(2),
-            hstack_coord::members_of(&m.client_addr),
+            hstack_coord_client::members_of(&m.client_addr),
         )
         .await;
         match own {
@@ -509,7 +473,10 @@ async fn members(args: &ZkArgs) -> anyhow::Result<()> {
     print_members(args, &r)
 }
 
-fn print_members(args: &ZkArgs, r: &hstack_coord::proto::MembersReply) -> anyhow::Result<()> {
+fn print_members(
+    args: &ZkArgs,
+    r: &hstack_coord_client::proto::MembersReply,
+) -> anyhow::Result<()> {
     if args.json {
         let members: Vec<_> = r
             .members
@@ -562,74 +529,6 @@ fn print_members(args: &ZkArgs, r: &hstack_coord::proto::MembersReply) -> anyhow
             "http",
         ],
         &rows,
-    );
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct BenchCoordArgs {
-    #[command(flatten)]
-    endpoints: Endpoints,
-    #[arg(long, value_enum, default_value = "write")]
-    workload: hstack_coord::Workload,
-    /// Outstanding requests.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Sessions the requests are spread over (at most one per request).
-    #[arg(long, default_value_t = 16)]
-    sessions: usize,
-    #[arg(long, default_value_t = 2)]
-    warmup_secs: u64,
-    #[arg(long, default_value_t = 10)]
-    duration_secs: u64,
-    #[arg(long, default_value_t = 256)]
-    value_size: usize,
-    #[arg(long, default_value_t = 1000)]
-    keys: usize,
-    /// Linearizable reads (read index through the leader).
-    #[arg(long)]
-    linearizable: bool,
-    #[arg(long)]
-    json: bool,
-}
-
-pub async fn bench(a: BenchCoordArgs) -> anyhow::Result<()> {
-    let opts = hstack_coord::BenchOpts {
-        members: a.endpoints.coord_members()?,
-        workload: a.workload,
-        concurrency: a.concurrency,
-        sessions: a.sessions,
-        warmup: Duration::from_secs(a.warmup_secs),
-        duration: Duration::from_secs(a.duration_secs.max(1)),
-        value_size: a.value_size,
-        keys: a.keys,
-        linearizable: a.linearizable,
-    };
-    let r = hstack_coord::run_bench(opts).await?;
-    if a.json {
-        return output::json(&r);
-    }
-    output::table(
-        &[
-            "workload",
-            "outstanding",
-            "sessions",
-            "ops/s",
-            "p50",
-            "p99",
-            "p99.9",
-            "errors",
-        ],
-        &[vec![
-            format!("{:?}", r.workload).to_lowercase(),
-            r.concurrency.to_string(),
-            r.sessions.to_string(),
-            format!("{:.0}", r.ops_per_sec),
-            format!("{} µs", r.p50_us),
-            format!("{} µs", r.p99_us),
-            format!("{} µs", r.p999_us),
-            r.errors.to_string(),
-        ]],
     );
     Ok(())
 }

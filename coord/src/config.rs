@@ -3,54 +3,81 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hstack_daemon::LogFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Code, CoordError};
 use crate::types::MemberNode;
 
 /// Every key of a coordination member (`--print-default-config` prints them).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct CoordConfig {
     /// This member's id, unique in the ensemble, > 0.
+    #[arg(long)]
     pub id: u64,
     /// Raft log, snapshots and the address file live here.
+    #[arg(long)]
     pub data_dir: String,
     /// gRPC client API (ZooKeeper's 2181 is reserved for the jute protocol).
+    #[arg(long)]
     pub client_addr: String,
     /// Raft and member-to-member traffic.
+    #[arg(long)]
     pub raft_addr: String,
     /// /metrics, /healthz, /readyz, status page.
+    #[arg(long)]
     pub http_addr: String,
     /// Host other members and clients use to reach this one; empty = the
     /// bound IP (or the hostname when bound to 0.0.0.0).
+    #[arg(long)]
     pub advertise_host: String,
     /// `ID=HOST:RAFT_PORT:CLIENT_PORT:HTTP_PORT` for each founding member.
     /// The member with the smallest id forms the ensemble on first start.
     /// Empty: wait to be bootstrapped (the Bootstrap RPC; the test harness
     /// does this) or added to a running ensemble (`hstack zk add-member`).
+    #[arg(long, value_delimiter = ',')]
     pub initial_members: Vec<String>,
+    /// How often the Raft leader heartbeats its followers.
+    #[arg(long)]
     pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between these two
+    /// starts an election.
+    #[arg(long)]
     pub election_timeout_min_ms: u64,
+    #[arg(long)]
     pub election_timeout_max_ms: u64,
     /// How often session liveness is forwarded to the leader and expiry and
     /// container/TTL clean-up run.
+    #[arg(long)]
     pub tick_ms: u64,
+    /// The session timeouts a client may ask for are clamped to these.
+    #[arg(long)]
     pub min_session_timeout_ms: u32,
+    #[arg(long)]
     pub max_session_timeout_ms: u32,
     /// Build a snapshot (and compact the log) after this many entries.
+    #[arg(long)]
     pub snapshot_logs: u64,
     /// Entries kept in the log behind a snapshot, for slow followers.
+    #[arg(long)]
     pub keep_logs: u64,
     /// Most transactions in one Raft entry (group commit).
+    #[arg(long)]
     pub max_batch: usize,
     /// Raft entries this member's proposer keeps in flight (uncommitted)
     /// at once; proposals arriving meanwhile form the next, larger entry.
+    #[arg(long)]
     pub max_inflight_batches: usize,
     /// Runtime worker threads; 0 = one per core. Members that share a
     /// machine (a local cluster) run best with 1 each.
+    #[arg(long)]
     pub worker_threads: usize,
-    pub log_format: String,
+    /// `human` (one line per event) or `json`.
+    #[arg(long, value_enum)]
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive (`info`, `info,openraft=debug`); `RUST_LOG` wins.
+    #[arg(long)]
     pub log_level: String,
 }
 
@@ -75,64 +102,10 @@ impl Default for CoordConfig {
             max_batch: 2048,
             max_inflight_batches: 4,
             worker_threads: 0,
-            log_format: "human".into(),
+            log_format: LogFormat::Human,
             log_level: "info,openraft=warn".into(),
         }
     }
-}
-
-/// Flags of `hstack coord`; each overrides the key of the same name.
-#[derive(clap::Args, Clone, Debug, Default, Serialize)]
-pub struct CoordFlags {
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raft_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advertise_host: Option<String>,
-    /// Comma-separated `ID=HOST:RAFT:CLIENT:HTTP` entries.
-    #[arg(long, value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial_members: Option<Vec<String>>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tick_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_session_timeout_ms: Option<u32>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_session_timeout_ms: Option<u32>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_logs: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_logs: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_inflight_batches: Option<usize>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_threads: Option<usize>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
 }
 
 impl CoordConfig {
@@ -142,7 +115,7 @@ impl CoordConfig {
 
     /// Checks what serde cannot: ranges and address syntax.
     pub fn validate(&self) -> Result<(), CoordError> {
-        let bad = |m: String| Err(CoordError::new(Code::BadArguments, m));
+        let bad = |m: String| Err(CoordError::new(Code::InvalidArgument, m));
         if self.id == 0 {
             return bad("id must be > 0".into());
         }
@@ -172,12 +145,6 @@ impl CoordConfig {
         if self.max_batch == 0 || self.snapshot_logs == 0 || self.max_inflight_batches == 0 {
             return bad("max_batch, max_inflight_batches and snapshot_logs must be > 0".into());
         }
-        if !["human", "json"].contains(&self.log_format.as_str()) {
-            return bad(format!(
-                "log_format = {:?}: expected human or json",
-                self.log_format
-            ));
-        }
         self.parse_initial_members()?;
         Ok(())
     }
@@ -194,7 +161,7 @@ impl CoordConfig {
 pub fn parse_member(s: &str) -> Result<(u64, MemberNode), CoordError> {
     let bad = || {
         CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             format!("member {s:?}: expected ID=HOST:RAFT_PORT:CLIENT_PORT:HTTP_PORT"),
         )
     };
@@ -219,9 +186,16 @@ pub fn parse_member(s: &str) -> Result<(u64, MemberNode), CoordError> {
     ))
 }
 
+hstack_daemon::role_config!(CoordConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_is_a_flag() {
+        hstack_daemon::assert_flags_round_trip::<CoordConfig>();
+    }
 
     #[test]
     fn defaults_are_valid() {

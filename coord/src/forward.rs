@@ -20,8 +20,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::transport::Endpoint;
 
 use crate::error::CoordError;
-use crate::server::Committed;
-use crate::types::{Applied, NodeId, Txn};
+use crate::types::{Applied, Committed, NodeId, Txn};
 
 #[derive(Serialize, Deserialize)]
 pub struct ForwardResult {
@@ -123,18 +122,7 @@ impl Forwarder {
         let seq = self.next_seq;
         self.next_seq += 1;
         // On the wire: (seq, Vec<Txn>) — a slice encodes as a Vec does.
-        let payload = match bincode::serialize(&(seq, txns)) {
-            Ok(p) => p,
-            Err(e) => {
-                distribute(
-                    replies,
-                    Err(CoordError::unavailable(format!(
-                        "cannot encode a batch: {e}"
-                    ))),
-                );
-                return Ok(());
-            }
-        };
+        let payload = hstack_daemon::format::encode_body(&(seq, txns));
         lock(&self.pending).insert(seq, (replies, permit, Instant::now()));
         if self.tx.send(pb::PeerMessage { kind: 0, payload }).is_err() {
             let (replies, permit, _) = lock(&self.pending).remove(&seq).expect("inserted above");
@@ -175,7 +163,10 @@ async fn read_replies(
             }
         };
         let Some(Ok(msg)) = next else { break };
-        let Ok(r) = bincode::deserialize::<ForwardResult>(&msg.payload) else {
+        let Ok(r) = hstack_daemon::format::decode_body::<ForwardResult>(
+            crate::network::PEER_PAYLOAD,
+            &msg.payload,
+        ) else {
             break;
         };
         let entry = lock(&pending).remove(&r.seq);

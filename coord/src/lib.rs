@@ -1,37 +1,39 @@
 //! hstack's coordination service: ZooKeeper's data model and guarantees on
-//! top of Raft (openraft, log in RocksDB), its client library and recipes.
+//! top of Raft (openraft, log in RocksDB). Its client library and recipes
+//! are the crate `hstack-coord-client`, which links none of this.
+//!
+//! The modules form layers; each imports only from the layers below it:
+//!
+//! 1. `error`, `path`, `types` (transactions, the Raft type config);
+//! 2. `tree` (the znode tree), `watch` (watch registrations), `liveness`;
+//! 3. `logstore` (the Raft log in RocksDB), `sm` (the state machine),
+//!    `metrics`, `config`;
+//! 4. `network` (Raft between members), `forward` (proposals a follower
+//!    sends its leader);
+//! 5. `node` (the member's core: Raft, the proposer, expiry and reaping);
+//! 6. `session` (one client connection), `service` (the gRPC services);
+//! 7. `member` (the role: how `hstack coord` starts).
 
+mod admission;
 mod config;
 mod error;
 mod forward;
 mod liveness;
 mod logstore;
+mod member;
 mod metrics;
 mod network;
+mod node;
 mod path;
-mod server;
+mod service;
 mod session;
 mod sm;
 mod tree;
 mod types;
 mod watch;
 
-pub use config::{parse_member, CoordConfig, CoordFlags};
-pub use error::{Code, CoordError};
-pub use server::{run, Handle};
-pub use tree::{Stat, MAX_DATA};
+#[cfg(test)]
+mod testing;
 
-mod admin;
-mod bench;
-mod client;
-mod recipes;
-
-pub use admin::{add_member, bootstrap, members, members_of, remove_member};
-pub use bench::{run_bench, BenchOpts, BenchReport, Workload};
-pub use client::{
-    Client, ClientOptions, CreateMode, EventKind, MultiOp, MultiResult, SessionState, WatchedEvent,
-};
-pub use recipes::{ensure_path, LeaderElection, Leadership, Lock, LockGuard};
-
-/// Generated wire types, for callers that speak the API directly.
-pub use hstack_proto::coord as proto;
+pub use config::{parse_member, CoordConfig};
+pub use member::CoordRole;

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hstack_daemon::format::{decode_body, encode_body, Format, FormatError};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{
@@ -38,6 +39,17 @@ const CF_META: &str = "meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
+/// The store's format header (magic and version), written when it is
+/// created; every value is postcard of that version.
+const KEY_FORMAT: &[u8] = b"format";
+
+/// The Raft log store (RocksDB: entries, vote, committed, purged).
+pub(crate) const LOG_FORMAT: Format = Format {
+    magic: *b"HSTKRLOG",
+    what: "raft log",
+    version: 1,
+    oldest: 1,
+};
 
 /// The newest entries are also kept in memory, up to these bounds.
 const TAIL_MAX_ENTRIES: usize = 4096;
@@ -242,6 +254,7 @@ impl LogStore {
             tail: Arc::default(),
             committed: Arc::default(),
         };
+        store.check_format()?;
         *store.vote.lock().expect("vote lock") = store.get_meta(KEY_VOTE)?;
         let last = store.last_or_purged()?;
         store.durable.send_modify(|d| d.last = last);
@@ -321,6 +334,52 @@ impl LogStore {
             .expect("column family created at open")
     }
 
+    /// Stamps a new store with this build's format; refuses a store of a
+    /// version this build does not read, or one from before versions
+    /// (values it would misread).
+    fn check_format(&self) -> Result<(), StorageError> {
+        let read = |e| io_err(ErrorSubject::Store, ErrorVerb::Read, e);
+        let stored = self.db.get_cf(self.meta(), KEY_FORMAT).map_err(read)?;
+        match stored {
+            Some(h) => {
+                LOG_FORMAT
+                    .check(&h)
+                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+                Ok(())
+            }
+            None => {
+                let empty = self
+                    .db
+                    .iterator_cf(self.logs(), IteratorMode::Start)
+                    .next()
+                    .is_none()
+                    && self
+                        .db
+                        .iterator_cf(self.meta(), IteratorMode::Start)
+                        .next()
+                        .is_none();
+                if !empty {
+                    return Err(io_err(
+                        ErrorSubject::Store,
+                        ErrorVerb::Read,
+                        FormatError::UnknownVersion {
+                            what: LOG_FORMAT.what,
+                            found: 0,
+                            oldest: LOG_FORMAT.oldest,
+                            newest: LOG_FORMAT.version,
+                            hint: " (it has no format stamp: an hstack from before versioned formats wrote it)",
+                        },
+                    ));
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db
+                    .put_cf_opt(self.meta(), KEY_FORMAT, LOG_FORMAT.header(), &wo)
+                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+            }
+        }
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
@@ -331,7 +390,7 @@ impl LogStore {
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         match v {
             None => Ok(None),
-            Some(b) => bincode::deserialize(&b)
+            Some(b) => decode_body(LOG_FORMAT.what, &b)
                 .map(Some)
                 .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e)),
         }
@@ -343,8 +402,7 @@ impl LogStore {
         v: &T,
         sync: bool,
     ) -> Result<(), StorageError> {
-        let bytes =
-            bincode::serialize(v).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let bytes = encode_body(v);
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db
@@ -362,8 +420,7 @@ impl LogStore {
         let mut batch = WriteBatch::default();
         let mut kept: Vec<(Entry, usize)> = Vec::new();
         for e in entries {
-            let bytes = bincode::serialize(&e)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            let bytes = encode_body(&e);
             batch.put_cf(self.logs(), key(e.log_id.index), &bytes);
             kept.push((e, bytes.len()));
         }
@@ -412,7 +469,7 @@ impl LogStore {
             None => Ok(None),
             Some(Err(e)) => Err(io_err(ErrorSubject::Logs, ErrorVerb::Read, e)),
             Some(Ok((_, v))) => {
-                let e: Entry = bincode::deserialize(&v)
+                let e: Entry = decode_body(LOG_FORMAT.what, &v)
                     .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
                 Ok(Some(e.log_id))
             }
@@ -514,7 +571,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            let e: Entry = bincode::deserialize(&v)
+            let e: Entry = decode_body(LOG_FORMAT.what, &v)
                 .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             out.push(e);
         }
@@ -938,15 +995,106 @@ mod tests {
         panic!("could not reopen {}", dir.display());
     }
 
+    use crate::testing::sample_entries;
+
+    async fn write_sample(log: &mut LogStore) {
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        log.write_entries(sample_entries()).unwrap();
+        log.db.flush_wal(true).unwrap();
+        log.save_committed(Some(sample_entries()[2].log_id))
+            .await
+            .unwrap();
+        log.db.flush_wal(true).unwrap();
+    }
+
+    async fn check_sample(log: &mut LogStore) {
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(Vote::new_committed(2, 1))
+        );
+        let got = log.try_get_log_entries(1..4).await.unwrap();
+        assert_eq!(format!("{got:?}"), format!("{:?}", sample_entries()));
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(sample_entries()[2].log_id)
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(sample_entries()[2].log_id));
+    }
+
+    /// Entries, the vote and the committed index come back after the store
+    /// is closed and opened again.
     #[tokio::test]
     async fn entries_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogStore::open(dir.path(), None).unwrap();
-        let vote = Vote::new(3, 1);
-        log.save_vote(&vote).await.unwrap();
+        write_sample(&mut log).await;
         drop(log);
         // The flusher thread lets go of the database once it sees the store gone.
         let mut log = reopen(dir.path()).await;
-        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        check_sample(&mut log).await;
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            // RocksDB's own logs and lock: not part of the data.
+            if name == "LOCK" || name.starts_with("LOG") {
+                continue;
+            }
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+
+    /// The raft log of format 1, as kept in `tests/fixtures/formats/`
+    /// (`HSTACK_BLESS=1` writes it when missing), reads back exactly.
+    #[tokio::test]
+    async fn a_raft_log_of_format_1_reads_back() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/raft-log-v1");
+        if !fixture.exists() {
+            assert!(
+                std::env::var_os("HSTACK_BLESS").is_some(),
+                "fixture {} is missing; run `HSTACK_BLESS=1 cargo test -p hstack-coord fixture` to write it",
+                fixture.display()
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = LogStore::open(dir.path(), None).unwrap();
+            write_sample(&mut log).await;
+            drop(log);
+            let log = reopen(dir.path()).await;
+            drop(log);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            copy_dir(dir.path(), &fixture);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixture, dir.path());
+        let mut log = reopen(dir.path()).await;
+        check_sample(&mut log).await;
+        drop(log);
+        // A store stamped with another version is refused, by name.
+        let other = tempfile::tempdir().unwrap();
+        copy_dir(&fixture, other.path());
+        {
+            let db = DB::open_cf(&Options::default(), other.path(), [CF_LOGS, CF_META]).unwrap();
+            let mut h = LOG_FORMAT.header();
+            h[8..].copy_from_slice(&9u32.to_le_bytes());
+            db.put_cf(db.cf_handle(CF_META).unwrap(), KEY_FORMAT, h)
+                .unwrap();
+        }
+        let e = LogStore::open(other.path(), None).err().expect("refused");
+        assert!(e.to_string().contains("version 9"), "{e}");
+        // And one without a stamp (an older hstack's) is not misread.
+        let old = tempfile::tempdir().unwrap();
+        copy_dir(&fixture, old.path());
+        {
+            let db = DB::open_cf(&Options::default(), old.path(), [CF_LOGS, CF_META]).unwrap();
+            db.delete_cf(db.cf_handle(CF_META).unwrap(), KEY_FORMAT)
+                .unwrap();
+        }
+        let e = LogStore::open(old.path(), None).err().expect("refused");
+        assert!(e.to_string().contains("no format stamp"), "{e}");
     }
 }

@@ -1,9 +1,8 @@
 //! The coordination service's metrics, registered in the registry a member
 //! is given (never the global one), so in-process members keep their own.
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use hstack_daemon::metrics::{Metrics, LATENCY_BUCKETS};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntGauge, Registry};
 
 /// Client operations, in the order of `CoordMetrics::request_counters`.
 pub const OPS: [&str; 12] = [
@@ -58,13 +57,6 @@ pub struct CoordMetrics {
     pub peer_handle_seconds: HistogramVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    // Registering twice in one registry means two members share it: a bug.
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once per registry");
-    c
-}
-
 impl CoordMetrics {
     /// Counts one request of `OPS[op]`.
     pub fn count(&self, op: usize, outcome: Outcome) {
@@ -72,19 +64,12 @@ impl CoordMetrics {
     }
 
     pub fn new(r: &Registry) -> Self {
-        let lat = vec![
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-        ];
-        let requests = reg(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hstack_coord_requests_total",
-                    "Client requests by operation and outcome",
-                ),
-                &["op", "outcome"],
-            )
-            .expect("valid"),
+        let m = Metrics::new(r, "coord");
+        let lat = LATENCY_BUCKETS.to_vec();
+        let requests = m.counter_vec(
+            "requests_total",
+            "Client requests by operation and outcome",
+            &["op", "outcome"],
         );
         let request_counters = OPS
             .iter()
@@ -93,166 +78,60 @@ impl CoordMetrics {
                     .map(|outcome| requests.with_label_values(&[op, outcome]))
             })
             .collect();
-        let durations = reg(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "hstack_coord_request_duration_seconds",
-                    "Client request latency by kind (read, write)",
-                )
-                .buckets(lat.clone()),
-                &["kind"],
-            )
-            .expect("valid"),
-        );
-        let peer_rpc_seconds = reg(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "hstack_coord_peer_rpc_seconds",
-                    "Round trip of Raft RPCs sent, by kind",
-                )
-                .buckets(lat.clone()),
-                &["kind"],
-            )
-            .expect("valid"),
-        );
-        let peer_handle_seconds = reg(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "hstack_coord_peer_handle_seconds",
-                    "Time spent handling Raft RPCs received, by kind",
-                )
-                .buckets(lat.clone()),
-                &["kind"],
-            )
-            .expect("valid"),
+        let durations = m.histogram_vec(
+            "request_duration_seconds",
+            "Client request latency by kind (read, write)",
+            &["kind"],
+            lat.clone(),
         );
         Self {
-            peer_rpc_seconds,
-            peer_handle_seconds,
+            peer_rpc_seconds: m.histogram_vec(
+                "peer_rpc_seconds",
+                "Round trip of Raft RPCs sent, by kind",
+                &["kind"],
+                lat.clone(),
+            ),
+            peer_handle_seconds: m.histogram_vec(
+                "peer_handle_seconds",
+                "Time spent handling Raft RPCs received, by kind",
+                &["kind"],
+                lat.clone(),
+            ),
             request_counters,
             read_seconds: durations.with_label_values(&["read"]),
             write_seconds: durations.with_label_values(&["write"]),
-            txns_applied_total: reg(
-                r,
-                IntCounter::new(
-                    "hstack_coord_txns_applied_total",
-                    "Transactions applied to the tree",
-                )
-                .expect("valid"),
+            txns_applied_total: m.counter("txns_applied_total", "Transactions applied to the tree"),
+            proposal_batch_txns: m.histogram(
+                "proposal_batch_txns",
+                "Transactions per Raft entry (group commit)",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
             ),
-            proposal_batch_txns: reg(
-                r,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "hstack_coord_proposal_batch_txns",
-                        "Transactions per Raft entry (group commit)",
-                    )
-                    .buckets(vec![
-                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
-                    ]),
-                )
-                .expect("valid"),
+            log_fsync_seconds: m.histogram("log_fsync_seconds", "Raft log WAL fsync time", lat),
+            log_fsync_batch: m.histogram(
+                "log_fsync_appends",
+                "Log appends covered by one fsync",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0],
             ),
-            log_fsync_seconds: reg(
-                r,
-                Histogram::with_opts(
-                    HistogramOpts::new("hstack_coord_log_fsync_seconds", "Raft log WAL fsync time")
-                        .buckets(lat),
-                )
-                .expect("valid"),
+            apply_waits_for_fsync_total: m.counter(
+                "apply_waits_for_fsync_total",
+                "Applies that waited for this member's own log fsync",
             ),
-            log_fsync_batch: reg(
-                r,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "hstack_coord_log_fsync_appends",
-                        "Log appends covered by one fsync",
-                    )
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0]),
-                )
-                .expect("valid"),
+            commit_waits_for_fsync_total: m.counter(
+                "commit_waits_for_fsync_total",
+                "AppendEntries held until the leader's log fsync covered its commit index",
             ),
-            apply_waits_for_fsync_total: reg(
-                r,
-                IntCounter::new(
-                    "hstack_coord_apply_waits_for_fsync_total",
-                    "Applies that waited for this member's own log fsync",
-                )
-                .expect("valid"),
-            ),
-            commit_waits_for_fsync_total: reg(
-                r,
-                IntCounter::new(
-                    "hstack_coord_commit_waits_for_fsync_total",
-                    "AppendEntries held until the leader's log fsync covered its commit index",
-                )
-                .expect("valid"),
-            ),
-            znodes: reg(
-                r,
-                IntGauge::new("hstack_coord_znodes", "Znodes in the tree").expect("valid"),
-            ),
-            sessions: reg(
-                r,
-                IntGauge::new("hstack_coord_sessions", "Open sessions in the ensemble")
-                    .expect("valid"),
-            ),
-            sessions_expired_total: reg(
-                r,
-                IntCounter::new("hstack_coord_sessions_expired_total", "Sessions expired")
-                    .expect("valid"),
-            ),
-            connections: reg(
-                r,
-                IntGauge::new(
-                    "hstack_coord_connections",
-                    "Client sessions connected to this member",
-                )
-                .expect("valid"),
-            ),
-            watches: reg(
-                r,
-                IntGauge::new("hstack_coord_watches", "Watches registered on this member")
-                    .expect("valid"),
-            ),
-            snapshots_total: reg(
-                r,
-                IntCounter::new(
-                    "hstack_coord_snapshots_total",
-                    "Snapshots built by this member",
-                )
-                .expect("valid"),
-            ),
-            last_applied_index: reg(
-                r,
-                IntGauge::new(
-                    "hstack_coord_raft_last_applied_index",
-                    "Last Raft log index applied",
-                )
-                .expect("valid"),
-            ),
-            raft_term: reg(
-                r,
-                IntGauge::new("hstack_coord_raft_term", "Current Raft term").expect("valid"),
-            ),
-            is_leader: reg(
-                r,
-                IntGauge::new(
-                    "hstack_coord_raft_is_leader",
-                    "1 if this member is the Raft leader",
-                )
-                .expect("valid"),
-            ),
-            leader_changes_total: reg(
-                r,
-                IntCounter::new(
-                    "hstack_coord_raft_leader_changes_total",
-                    "Leader changes seen by this member",
-                )
-                .expect("valid"),
+            znodes: m.gauge("znodes", "Znodes in the tree"),
+            sessions: m.gauge("sessions", "Open sessions in the ensemble"),
+            sessions_expired_total: m.counter("sessions_expired_total", "Sessions expired"),
+            connections: m.gauge("connections", "Client sessions connected to this member"),
+            watches: m.gauge("watches", "Watches registered on this member"),
+            snapshots_total: m.counter("snapshots_total", "Snapshots built by this member"),
+            last_applied_index: m.gauge("raft_last_applied_index", "Last Raft log index applied"),
+            raft_term: m.gauge("raft_term", "Current Raft term"),
+            is_leader: m.gauge("raft_is_leader", "1 if this member is the Raft leader"),
+            leader_changes_total: m.counter(
+                "raft_leader_changes_total",
+                "Leader changes seen by this member",
             ),
         }
     }

@@ -1,6 +1,6 @@
 //! Member-to-member traffic over the `CoordPeer` gRPC service: Raft RPCs,
 //! proposals forwarded by followers, session liveness and read indexes.
-//! Payloads are bincode; both ends are the same binary.
+//! Payloads are postcard; both ends are the same binary.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,9 @@ use crate::error::CoordError;
 use crate::logstore::Durable;
 use crate::metrics::CoordMetrics;
 use crate::types::{MemberNode, NodeId, TypeConfig};
+
+/// What peer payloads are called in errors.
+pub(crate) const PEER_PAYLOAD: &str = "peer message";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -120,7 +123,7 @@ impl Peers {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let payload = bincode::serialize(req).map_err(|e| CallError::Codec(e.to_string()))?;
+        let payload = hstack_daemon::format::encode_body(req);
         let mut client = CoordPeerClient::new(self.channel(addr)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
@@ -135,7 +138,7 @@ impl Peers {
                 timeout,
             })?
             .map_err(|s| status_error(addr, s))?;
-        bincode::deserialize(&resp.into_inner().payload)
+        hstack_daemon::format::decode_body(PEER_PAYLOAD, &resp.into_inner().payload)
             .map_err(|e| CallError::Codec(e.to_string()))
     }
 }
@@ -174,7 +177,7 @@ impl Pipe {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let addr = self.addr.clone();
-        let payload = bincode::serialize(req).map_err(|e| CallError::Codec(e.to_string()))?;
+        let payload = hstack_daemon::format::encode_body(req);
         let gone = |message: &str| CallError::Unreachable {
             addr: addr.clone(),
             message: message.to_string(),
@@ -194,7 +197,8 @@ impl Pipe {
             })?
             .map_err(|s| status_error(&addr, s))?
             .ok_or_else(|| gone("stream ended"))?;
-        bincode::deserialize(&msg.payload).map_err(|e| CallError::Codec(e.to_string()))
+        hstack_daemon::format::decode_body(PEER_PAYLOAD, &msg.payload)
+            .map_err(|e| CallError::Codec(e.to_string()))
     }
 }
 

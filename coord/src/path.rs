@@ -8,7 +8,7 @@ pub const ROOT: &str = "/";
 pub fn validate(path: &str) -> Result<(), CoordError> {
     let bad = |why: &str| {
         Err(CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             format!("invalid path {path:?}: {why}"),
         ))
     };
@@ -118,7 +118,7 @@ mod tests {
             ("/a\u{fff5}", "invalid character"),
         ] {
             let err = validate(p).unwrap_err();
-            assert_eq!(err.code, Code::BadArguments);
+            assert_eq!(err.code, Code::InvalidArgument);
             assert!(err.message.contains(why), "{p:?}: {}", err.message);
         }
     }

@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Code, CoordError};
 use crate::metrics::{Outcome, OPS};
+use crate::node::Node;
 use crate::path;
-use crate::server::{Committed, Node};
-use crate::tree::{Stat, MAX_DATA};
+use crate::types::Committed;
 use crate::types::{CreateKind, OpOutcome, Txn, TxnResult, WriteOp};
 use crate::watch::WatchKind;
+use hstack_coord_client::{Stat, MAX_DATA};
 
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// How long a resuming client waits for this member to catch up to what it saw.
@@ -58,7 +59,7 @@ fn error_reply(xid: u64, zxid: u64, e: &CoordError) -> pb::Reply {
     pb::Reply {
         xid,
         zxid,
-        code: e.code.to_pb() as i32,
+        code: e.code as i32,
         message: e.message.clone(),
         result: None,
     }
@@ -66,7 +67,7 @@ fn error_reply(xid: u64, zxid: u64, e: &CoordError) -> pb::Reply {
 
 fn session_error(e: CoordError) -> pb::ServerFrame {
     frame(Out::Error(pb::SessionError {
-        code: e.code.to_pb() as i32,
+        code: e.code as i32,
         message: e.message,
     }))
 }
@@ -79,7 +80,7 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
         }))) => c,
         Ok(Some(Ok(_))) => {
             let _ = out.send(session_error(CoordError::new(
-                Code::BadArguments,
+                Code::InvalidArgument,
                 "the first frame must be connect",
             )));
             return;
@@ -147,7 +148,8 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
                 }
             }
             Some(In::Connect(_)) | None => {
-                let e = CoordError::new(Code::BadArguments, "connect may only be the first frame");
+                let e =
+                    CoordError::new(Code::InvalidArgument, "connect may only be the first frame");
                 let _ = ptx.send(Pending::Ready(frame(Out::Reply(error_reply(0, 0, &e)))));
             }
         }
@@ -240,14 +242,14 @@ fn create_kind(c: &pb::Create) -> Result<(CreateKind, bool), CoordError> {
     use pb::CreateMode as M;
     let mode = M::try_from(c.mode).map_err(|_| {
         CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             format!("unknown create mode {}", c.mode),
         )
     })?;
     let ttl = || {
         if c.ttl_ms <= 0 {
             Err(CoordError::new(
-                Code::BadArguments,
+                Code::InvalidArgument,
                 format!("TTL nodes need ttl_ms > 0, got {}", c.ttl_ms),
             ))
         } else {
@@ -270,7 +272,7 @@ fn write_op(op: &Op) -> Result<Option<WriteOp>, CoordError> {
     let check_data = |d: &[u8]| {
         if d.len() > MAX_DATA {
             Err(CoordError::new(
-                Code::BadArguments,
+                Code::InvalidArgument,
                 format!("data is {} bytes; the limit is {MAX_DATA}", d.len()),
             ))
         } else {
@@ -356,7 +358,7 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
     let xid = req.xid;
     let started = Instant::now();
     let Some(op) = &req.op else {
-        let e = CoordError::new(Code::BadArguments, "request without an operation");
+        let e = CoordError::new(Code::InvalidArgument, "request without an operation");
         return Pending::Ready(frame(Out::Reply(error_reply(xid, 0, &e))));
     };
     let op_idx = op_index(op);
@@ -390,7 +392,7 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
                     }
                     _ => {
                         return reject(CoordError::new(
-                            Code::BadArguments,
+                            Code::InvalidArgument,
                             format!(
                             "op {i}: only create, delete, set_data and check may appear in a multi"
                         ),
@@ -498,35 +500,7 @@ async fn respond(
 }
 
 pub fn stat_pb(s: &Stat) -> pb::Stat {
-    pb::Stat {
-        czxid: s.czxid,
-        mzxid: s.mzxid,
-        pzxid: s.pzxid,
-        ctime: s.ctime,
-        mtime: s.mtime,
-        version: s.version,
-        cversion: s.cversion,
-        aversion: s.aversion,
-        ephemeral_owner: s.ephemeral_owner,
-        data_length: s.data_length,
-        num_children: s.num_children,
-    }
-}
-
-pub fn stat_from_pb(s: pb::Stat) -> Stat {
-    Stat {
-        czxid: s.czxid,
-        mzxid: s.mzxid,
-        pzxid: s.pzxid,
-        ctime: s.ctime,
-        mtime: s.mtime,
-        version: s.version,
-        cversion: s.cversion,
-        aversion: s.aversion,
-        ephemeral_owner: s.ephemeral_owner,
-        data_length: s.data_length,
-        num_children: s.num_children,
-    }
+    pb::Stat::from(s)
 }
 
 fn outcome_pb(o: OpOutcome) -> pb::reply::Result {
@@ -662,7 +636,7 @@ fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> p
             }
             match stat {
                 Some(s) => Ok(ok(R::Stat(stat_pb(&s)))),
-                None => Err(CoordError::no_node(&e.path)),
+                None => Err(crate::error::no_node(&e.path)),
             }
         }
         Op::GetChildren(g) => {
@@ -705,7 +679,7 @@ fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> p
             Ok(ok(R::Empty(pb::Empty {})))
         }
         other => Err(CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             format!("{} is not a read", op_name(&other)),
         )),
     })();

@@ -1,16 +1,18 @@
 //! The Raft state machine: the znode tree in memory, local watches, and
 //! snapshots on disk (`DIR/snapshot.bin`, replaced atomically).
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hstack_daemon::format::Format;
 use hstack_proto::coord as pb;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::error::Code;
 use crate::logstore::Durable;
 use crate::metrics::CoordMetrics;
 use crate::tree::DataTree;
@@ -20,6 +22,22 @@ use crate::types::{
 use crate::watch::Watches;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The snapshot file: its meta and its payload.
+pub(crate) const SNAPSHOT_FORMAT: Format = Format {
+    magic: *b"HSTKCSNP",
+    what: "coordination snapshot file",
+    version: 1,
+    oldest: 1,
+};
+
+/// A snapshot's payload (the tree), in the file and as sent to members.
+pub(crate) const PAYLOAD_FORMAT: Format = Format {
+    magic: *b"HSTKCTRE",
+    what: "coordination snapshot",
+    version: 1,
+    oldest: 1,
+};
 
 pub struct SmInner {
     pub tree: DataTree,
@@ -72,8 +90,9 @@ impl StateMachine {
             membership: StoredMembership::default(),
         };
         if let Some(file) = read_snapshot_file(dir)? {
-            let payload: SnapshotPayload =
-                bincode::deserialize(&file.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let payload: SnapshotPayload = PAYLOAD_FORMAT
+                .decode(&file.data)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
             inner.tree = payload.tree;
             inner.last_applied = payload.last_applied;
             inner.membership = payload.membership;
@@ -127,7 +146,8 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError 
 
 fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageError> {
     match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(bytes) => bincode::deserialize(&bytes)
+        Ok(bytes) => SNAPSHOT_FORMAT
+            .decode(&bytes)
             .map(Some)
             .map_err(|e| sm_err(ErrorVerb::Read, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -149,16 +169,9 @@ impl SmShared {
 }
 
 fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<(), StorageError> {
-    let bytes = bincode::serialize(file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| sm_err(ErrorVerb::Write, e))
+    let bytes = SNAPSHOT_FORMAT.encode(file);
+    hstack_daemon::write_atomic(&dir.join(SNAPSHOT_FILE), &bytes)
+        .map_err(|e| sm_err(ErrorVerb::Write, e))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -171,7 +184,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 tree: inner.tree.clone(),
             };
             drop(inner);
-            let data = bincode::serialize(&payload).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let data = PAYLOAD_FORMAT.encode(&payload);
             let id = match payload.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
                 None => format!("0-0-{}", data.len()),
@@ -248,7 +261,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             self.shared.metrics.sessions_expired_total.inc();
                             if let Some(sink) = inner.watches.sink(*session_id).cloned() {
                                 let err = pb::SessionError {
-                                    code: pb::ErrorCode::SessionExpired as i32,
+                                    code: Code::SessionExpired as i32,
                                     message: format!("session {session_id:#x} expired"),
                                 };
                                 let _ = sink.send(pb::ServerFrame {
@@ -290,8 +303,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload =
-            bincode::deserialize(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let payload: SnapshotPayload = PAYLOAD_FORMAT
+            .decode(&data)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.shared.save_snapshot(&SnapshotFile {
             meta: meta.clone(),
             data,
@@ -314,5 +328,82 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: f.meta,
             snapshot: Box::new(Cursor::new(f.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+
+    use super::*;
+    use crate::testing::sample_entries;
+
+    fn metrics() -> CoordMetrics {
+        CoordMetrics::new(&prometheus::Registry::new())
+    }
+
+    fn check(sm: &StateMachine) {
+        let inner = sm.shared.lock();
+        let (data, stat) = inner.tree.get_data("/app").unwrap();
+        assert_eq!((data, stat.version), (vec![0, 255, 7], 1));
+        assert!(
+            inner.tree.get_data("/c").is_err(),
+            "the container was reaped"
+        );
+        let (children, _) = inner.tree.children("/").unwrap();
+        assert!(
+            children.iter().any(|c| c.starts_with("gone")),
+            "{children:?}"
+        );
+        assert_eq!(inner.last_applied, Some(sample_entries()[2].log_id));
+        assert!(inner.membership.membership().get_node(&1).is_some());
+    }
+
+    /// A coordination snapshot of format 1, as kept in
+    /// `tests/fixtures/formats/` (`HSTACK_BLESS=1` writes it when
+    /// missing), opens to the same tree; another version is refused.
+    #[tokio::test]
+    async fn a_snapshot_of_format_1_reads_back() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/formats/coord-snapshot-v1");
+        if !fixture.exists() {
+            assert!(
+                std::env::var_os("HSTACK_BLESS").is_some(),
+                "fixture {} is missing; run `HSTACK_BLESS=1 cargo test -p hstack-coord fixture` to write it",
+                fixture.display()
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let mut sm = StateMachine::open(dir.path(), metrics()).unwrap();
+            sm.apply(sample_entries()).await.unwrap();
+            let mut b = sm.get_snapshot_builder().await;
+            b.build_snapshot().await.unwrap();
+            std::fs::copy(dir.path().join(SNAPSHOT_FILE), &fixture).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, dir.path().join(SNAPSHOT_FILE)).unwrap();
+        let mut sm = StateMachine::open(dir.path(), metrics()).unwrap();
+        check(&sm);
+        // The payload as a member catching up receives it.
+        let snap = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        let other = tempfile::tempdir().unwrap();
+        let mut follower = StateMachine::open(other.path(), metrics()).unwrap();
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        check(&follower);
+        // Another version is refused, by name.
+        let mut bytes = std::fs::read(&fixture).unwrap();
+        bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
+        let bad = tempfile::tempdir().unwrap();
+        std::fs::write(bad.path().join(SNAPSHOT_FILE), bytes).unwrap();
+        let e = StateMachine::open(bad.path(), metrics())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("version 5"), "{e}");
     }
 }

@@ -9,24 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Code, CoordError, Result};
 use crate::path;
 use crate::types::{CreateKind, OpFailure, OpOutcome, Txn, TxnResult, WriteOp};
-
-/// Largest data a znode may hold.
-pub const MAX_DATA: usize = 1024 * 1024;
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stat {
-    pub czxid: u64,
-    pub mzxid: u64,
-    pub pzxid: u64,
-    pub ctime: i64,
-    pub mtime: i64,
-    pub version: i32,
-    pub cversion: i32,
-    pub aversion: i32,
-    pub ephemeral_owner: u64,
-    pub data_length: i32,
-    pub num_children: i32,
-}
+pub use hstack_coord_client::{Stat, MAX_DATA};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Znode {
@@ -120,7 +103,7 @@ impl DataTree {
     // ---- reads ----
 
     pub fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat)> {
-        let n = self.nodes.get(p).ok_or_else(|| CoordError::no_node(p))?;
+        let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
         Ok((n.data.clone(), n.stat.clone()))
     }
 
@@ -129,7 +112,7 @@ impl DataTree {
     }
 
     pub fn children(&self, p: &str) -> Result<(Vec<String>, Stat)> {
-        let n = self.nodes.get(p).ok_or_else(|| CoordError::no_node(p))?;
+        let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
         Ok((n.children.iter().cloned().collect(), n.stat.clone()))
     }
 
@@ -303,7 +286,7 @@ impl DataTree {
                 if let CreateKind::Ttl(ttl) = kind {
                     if *ttl <= 0 {
                         return Err(CoordError::new(
-                            Code::BadArguments,
+                            Code::InvalidArgument,
                             format!("TTL must be positive, got {ttl}"),
                         ));
                     }
@@ -357,9 +340,9 @@ impl DataTree {
             WriteOp::Delete { path: p, version } => {
                 path::validate(p)?;
                 if p == path::ROOT {
-                    return Err(CoordError::new(Code::BadArguments, "cannot delete /"));
+                    return Err(CoordError::new(Code::InvalidArgument, "cannot delete /"));
                 }
-                let n = self.nodes.get(p).ok_or_else(|| CoordError::no_node(p))?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
                 check_version(p, *version, n.stat.version)?;
                 if !n.children.is_empty() {
                     return Err(CoordError::new(
@@ -380,7 +363,7 @@ impl DataTree {
                 if data.len() > MAX_DATA {
                     return Err(too_large(data.len()));
                 }
-                let n = self.nodes.get(p).ok_or_else(|| CoordError::no_node(p))?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
                 check_version(p, *version, n.stat.version)?;
                 self.save_node(undo, p);
                 let n = self.nodes.get_mut(p).expect("checked above");
@@ -394,7 +377,7 @@ impl DataTree {
             }
             WriteOp::Check { path: p, version } => {
                 path::validate(p)?;
-                let n = self.nodes.get(p).ok_or_else(|| CoordError::no_node(p))?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
                 check_version(p, *version, n.stat.version)?;
                 Ok(OpOutcome::Checked)
             }
@@ -478,7 +461,7 @@ fn check_version(p: &str, expected: i32, actual: i32) -> Result<()> {
 
 fn too_large(len: usize) -> CoordError {
     CoordError::new(
-        Code::BadArguments,
+        Code::InvalidArgument,
         format!("data is {len} bytes; the limit is {MAX_DATA}"),
     )
 }
@@ -675,7 +658,7 @@ mod tests {
                     data: vec![0; MAX_DATA + 1],
                     version: -1,
                 },
-                Code::BadArguments,
+                Code::InvalidArgument,
             ),
             (
                 create("/x", CreateKind::Ephemeral, false),
@@ -683,14 +666,14 @@ mod tests {
             ),
             (
                 create("a", CreateKind::Persistent, false),
-                Code::BadArguments,
+                Code::InvalidArgument,
             ),
             (
                 WriteOp::Delete {
                     path: "/".into(),
                     version: -1,
                 },
-                Code::BadArguments,
+                Code::InvalidArgument,
             ),
         ];
         for (op, code) in cases {
@@ -853,8 +836,8 @@ mod tests {
                 create("/a/e", CreateKind::Ephemeral, false),
             ],
         );
-        let bytes = bincode::serialize(&t).unwrap();
-        let u: DataTree = bincode::deserialize(&bytes).unwrap();
+        let bytes = hstack_daemon::format::encode_body(&t);
+        let u: DataTree = hstack_daemon::format::decode_body("tree", &bytes).unwrap();
         assert_eq!(u.last_zxid(), t.last_zxid());
         assert_eq!(u.stat("/a/e"), t.stat("/a/e"));
         assert_eq!(u.session(s).unwrap().ephemerals.len(), 1);

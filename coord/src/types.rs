@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoordError;
-use crate::tree::Stat;
+use hstack_coord_client::Stat;
 
 /// A member's addresses, stored in the Raft membership so every member (and
 /// every client asking any member) can find every other.
@@ -145,4 +145,10 @@ pub enum TxnResult {
 pub struct Applied {
     pub zxid: u64,
     pub result: TxnResult,
+}
+
+/// A committed transaction as the proposer hands it back.
+pub struct Committed {
+    pub index: u64,
+    pub applied: Applied,
 }

@@ -20,19 +20,17 @@ pub fn announce(
     data_dir: &Path,
     role: &str,
     id: &str,
-    addrs: &[(&str, SocketAddr)],
+    addrs: &BTreeMap<String, SocketAddr>,
 ) -> std::io::Result<Announcement> {
     let a = Announcement {
         role: role.to_string(),
         id: id.to_string(),
         pid: std::process::id(),
-        addrs: addrs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        addrs: addrs.clone(),
     };
     let json = serde_json::to_string(&a).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(data_dir)?;
-    let tmp = data_dir.join(format!("{ANNOUNCE_FILE}.tmp"));
-    std::fs::write(&tmp, &json)?;
-    std::fs::rename(&tmp, data_dir.join(ANNOUNCE_FILE))?;
+    crate::write_atomic(&data_dir.join(ANNOUNCE_FILE), json.as_bytes())?;
     println!("HSTACK_READY {json}");
     Ok(a)
 }

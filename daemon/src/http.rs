@@ -2,7 +2,6 @@
 //! `/healthz` (the process is alive), `/readyz` (the role says it can serve)
 //! and `/` (a small HTML status page).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,7 +13,7 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::Shutdown;
 
-/// Key/value rows for the status page and the readiness answer.
+/// Returns (ready, rows for the status page and the readiness answer).
 pub type StatusFn = Arc<dyn Fn() -> (bool, Vec<(String, String)>) + Send + Sync>;
 
 #[derive(Clone)]
@@ -22,33 +21,24 @@ pub struct HttpState {
     pub role: String,
     pub id: String,
     pub registry: prometheus::Registry,
-    /// Returns (ready, rows for the status page).
     pub status: StatusFn,
 }
 
-/// Binds `addr`, serves until `shutdown`, and returns the bound address.
-pub async fn serve_http(
-    addr: SocketAddr,
+/// Serves the endpoint on `listener` until `shutdown`.
+pub(crate) async fn serve_http(
+    listener: tokio::net::TcpListener,
     state: HttpState,
     shutdown: Shutdown,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(status_page))
         .with_state(Arc::new(state));
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("failed to serve HTTP: {e:#}");
-        }
-    });
-    Ok(bound)
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
@@ -75,27 +65,38 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 
 async fn status_page(State(s): State<Arc<HttpState>>) -> Html<String> {
     let (ready, rows) = (s.status)();
-    let mut html = format!(
-        "<!doctype html><html><head><title>hstack {role} {id}</title></head><body>\
-         <h1>hstack {role} {id}</h1><p>version {v} &middot; {state}</p><table>",
-        role = escape(&s.role),
-        id = escape(&s.id),
-        v = crate::VERSION,
-        state = if ready { "ready" } else { "not ready" },
-    );
-    for (k, v) in rows {
-        html.push_str(&format!(
-            "<tr><th align=left>{}</th><td>{}</td></tr>",
-            escape(&k),
-            escape(&v)
-        ));
-    }
-    html.push_str("</table><p><a href=\"/metrics\">metrics</a></p></body></html>");
-    Html(html)
+    Html(page(&s.role, &s.id, ready, &rows).into_string())
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+fn page(role: &str, id: &str, ready: bool, rows: &[(String, String)]) -> maud::Markup {
+    maud::html! {
+        (maud::DOCTYPE)
+        html {
+            head { title { "hstack " (role) " " (id) } }
+            body {
+                h1 { "hstack " (role) " " (id) }
+                p { "version " (crate::VERSION) " · " (if ready { "ready" } else { "not ready" }) }
+                table {
+                    @for (k, v) in rows {
+                        tr { th align="left" { (k) } td { (v) } }
+                    }
+                }
+                p { a href="/metrics" { "metrics" } }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_page_escapes_what_it_shows() {
+        let rows = vec![("<b>".to_string(), "a & b".to_string())];
+        let html = super::page("coord", "1<", true, &rows).into_string();
+        assert!(
+            html.contains("&lt;b&gt;") && html.contains("a &amp; b"),
+            "{html}"
+        );
+        assert!(html.contains("hstack coord 1&lt;") && html.contains("ready"));
+    }
 }

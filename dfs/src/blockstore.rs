@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 
 pub const CHUNK: usize = 512;
@@ -80,7 +80,7 @@ pub fn checksums(data: &[u8]) -> Vec<u32> {
 }
 
 /// Checks each chunk of `data` (which starts at `offset` in its block)
-/// against its CRC32C. A mismatch is `Kind::Corrupt`, prefixed with `what`
+/// against its CRC32C. A mismatch is `Code::Corrupt`, prefixed with `what`
 /// and naming the bad chunk's offset.
 pub fn verify_chunks(what: &str, offset: u64, data: &[u8], sums: &[u32]) -> FsResult<()> {
     match data
@@ -90,7 +90,7 @@ pub fn verify_chunks(what: &str, offset: u64, data: &[u8], sums: &[u32]) -> FsRe
     {
         None => Ok(()),
         Some(i) => Err(FsError::new(
-            Kind::Corrupt,
+            Code::Corrupt,
             format!(
                 "{what}checksum mismatch in the chunk at offset {}",
                 offset + (i * CHUNK) as u64
@@ -157,7 +157,7 @@ impl BlockStore {
                     }
                 }
                 Err(e) => {
-                    let e = FsError::io(&d.display().to_string(), e);
+                    let e = crate::error::io(&d.display().to_string(), e);
                     if failed.iter().flatten().count() >= tolerated {
                         return Err(e);
                     }
@@ -317,7 +317,7 @@ impl BlockStore {
         let mut index = self.lock();
         if let Some(why) = &self.failed_lock()[r.dir] {
             return Err(FsError::new(
-                Kind::Io,
+                Code::Io,
                 format!("block {id}: storage directory out of service ({why})"),
             ));
         }
@@ -361,7 +361,7 @@ impl BlockStore {
         if let Some(old) = self.get(block.id) {
             if old.gen_stamp >= block.gen_stamp && old.state == ReplicaState::Finalized {
                 return Err(FsError::new(
-                    Kind::AlreadyExists,
+                    Code::AlreadyExists,
                     format!("block {} already finalized here", block.id),
                 ));
             }
@@ -371,7 +371,7 @@ impl BlockStore {
             let working = self.in_service();
             if working.is_empty() {
                 return Err(FsError::new(
-                    Kind::Io,
+                    Code::Io,
                     "no storage directory is in service (all failed)",
                 ));
             }
@@ -381,7 +381,7 @@ impl BlockStore {
             d
         };
         let (data, meta) = self.paths(dir, ReplicaState::Rbw, block.id, block.gen_stamp);
-        let io = |e| FsError::io(&format!("block {}", block.id), e);
+        let io = |e| crate::error::io(&format!("block {}", block.id), e);
         let data_f = File::create(&data).map_err(io)?;
         let mut meta_f = File::create(&meta).map_err(io)?;
         let mut header = Vec::with_capacity(META_HEADER as usize);
@@ -411,7 +411,7 @@ impl BlockStore {
 
     /// Moves a written replica to finalized at `len`.
     pub fn finalize(&self, w: RbwWriter, sync: bool) -> FsResult<BlockRec> {
-        let io = |e| FsError::io(&format!("block {}", w.block.id), e);
+        let io = |e| crate::error::io(&format!("block {}", w.block.id), e);
         if sync {
             w.data.sync_data().map_err(io)?;
             w.meta.sync_data().map_err(io)?;
@@ -453,10 +453,10 @@ impl BlockStore {
     pub fn disk_len(&self, id: u64) -> FsResult<(Replica, u64)> {
         let r = self
             .get(id)
-            .ok_or_else(|| FsError::new(Kind::FileNotFound, format!("block {id} is not here")))?;
+            .ok_or_else(|| FsError::new(Code::FileNotFound, format!("block {id} is not here")))?;
         let (d, _) = self.paths(r.dir, r.state, id, r.gen_stamp);
         let len = fs::metadata(&d)
-            .map_err(|e| FsError::io(&d.display().to_string(), e))?
+            .map_err(|e| crate::error::io(&d.display().to_string(), e))?
             .len();
         Ok((r, len))
     }
@@ -472,7 +472,7 @@ impl BlockStore {
         }
         let (_, m) = self.paths(r.dir, r.state, id, r.gen_stamp);
         let meta_len = fs::metadata(&m)
-            .map_err(|e| FsError::io(&m.display().to_string(), e))?
+            .map_err(|e| crate::error::io(&m.display().to_string(), e))?
             .len();
         let covered = meta_len.saturating_sub(META_HEADER) / 4 * CHUNK as u64;
         Ok((r, data_len.min(covered)))
@@ -486,7 +486,7 @@ impl BlockStore {
         let (r, have) = self.disk_len(id)?;
         if r.gen_stamp < min_gs || r.gen_stamp > new_gs {
             return Err(FsError::new(
-                Kind::Corrupt,
+                Code::Corrupt,
                 format!(
                     "block {id}: replica has stamp {}, recovery expects {min_gs}..={new_gs}",
                     r.gen_stamp
@@ -498,7 +498,18 @@ impl BlockStore {
                 "block {id}: cannot cut a replica of {have} bytes to {len}"
             )));
         }
-        let io = |e| FsError::io(&format!("block {id}"), e);
+        // A finalized replica is complete: a pipeline recovery may give it
+        // the new stamp (the writer missed the last ack), never cut it. Its
+        // length is what the writer sent or what a lease recovery decided.
+        if r.state == ReplicaState::Finalized && len != have {
+            return Err(FsError::new(
+                Code::AlreadyExists,
+                format!(
+                    "block {id}: the replica here is finalized at {have} bytes; a pipeline recovery cannot cut it to {len}"
+                ),
+            ));
+        }
+        let io = |e| crate::error::io(&format!("block {id}"), e);
         let (d0, m0) = self.paths(r.dir, r.state, id, r.gen_stamp);
         let (d1, m1) = self.paths(r.dir, ReplicaState::Rbw, id, new_gs);
         fs::rename(&m0, &m1).map_err(io)?;
@@ -541,7 +552,7 @@ impl BlockStore {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(FsError::io(&p.display().to_string(), e)),
+                Err(e) => return Err(crate::error::io(&p.display().to_string(), e)),
             }
         }
         Ok(true)
@@ -552,13 +563,13 @@ impl BlockStore {
     pub fn open_read(&self, block: &BlockRec) -> FsResult<BlockReader> {
         let r = self.get(block.id).ok_or_else(|| {
             FsError::new(
-                Kind::FileNotFound,
+                Code::FileNotFound,
                 format!("block {} is not here", block.id),
             )
         })?;
         if r.gen_stamp < block.gen_stamp {
             return Err(FsError::new(
-                Kind::Corrupt,
+                Code::Corrupt,
                 format!(
                     "replica of block {} has stamp {}, the reader wants {}",
                     block.id, r.gen_stamp, block.gen_stamp
@@ -566,7 +577,7 @@ impl BlockStore {
             ));
         }
         let (d, m) = self.paths(r.dir, r.state, block.id, r.gen_stamp);
-        let io = |e| FsError::io(&format!("block {}", block.id), e);
+        let io = |e| crate::error::io(&format!("block {}", block.id), e);
         Ok(BlockReader {
             id: block.id,
             len: r.len,
@@ -708,7 +719,7 @@ impl RbwWriter {
         }
         let ok = &pieces[..good];
         let id = self.block.id;
-        let io = |e| FsError::io(&format!("block {id}"), e);
+        let io = |e| crate::error::io(&format!("block {id}"), e);
         let bufs: Vec<&[u8]> = ok
             .iter()
             .map(|p| p.data)
@@ -896,7 +907,7 @@ impl BlockReader {
             .saturating_mul(CHUNK as u64)
             .min(self.len);
         let n = (end - start) as usize;
-        let io = |e| FsError::io(&format!("block {}", self.id), e);
+        let io = |e| crate::error::io(&format!("block {}", self.id), e);
         // Aligned around [start, end) for O_DIRECT.
         let a = DIRECT_ALIGN as u64;
         let astart = start / a * a;
@@ -927,7 +938,7 @@ impl BlockReader {
             .read_exact_at(&mut raw, META_HEADER + start / CHUNK as u64 * 4)
             .map_err(|e| {
                 FsError::new(
-                    Kind::Corrupt,
+                    Code::Corrupt,
                     format!("block {}: checksum file too short: {e}", self.id),
                 )
             })?;
@@ -938,7 +949,7 @@ impl BlockReader {
         Ok((start, data, sums))
     }
 
-    /// Reads and verifies; a mismatch is `Kind::Corrupt`.
+    /// Reads and verifies; a mismatch is `Code::Corrupt`.
     pub fn read_verified(&mut self, offset: u64, len: usize) -> FsResult<Vec<u8>> {
         let (start, data, sums) = self.read_raw(offset, len)?;
         verify_chunks(&format!("block {}: ", self.id), start, &data, &sums)?;
@@ -1192,10 +1203,15 @@ mod tests {
             let (start, bytes, sums) = r.read_raw(4095, READ_WINDOW).unwrap();
             assert_eq!((start, bytes.len(), sums.len()), (3584, 196_416, 384));
         }
-        // A replica reopened at an unaligned length takes aligned packets.
+        // A replica being written, reopened at an unaligned length (a
+        // rebuilt pipeline), takes aligned packets.
         let store = BlockStore::open(&[dir.path().to_path_buf()], 0).unwrap();
+        let first = vec![3u8; 4096];
+        let mut w = store.create_rbw(block(30)).unwrap();
+        w.append(0, &first, &checksums(&first)).unwrap();
+        drop(w);
         let data = vec![9u8; 16_384];
-        let mut w = store.reopen_rbw(21, 7, 8, 512).unwrap();
+        let mut w = store.reopen_rbw(30, 7, 8, 512).unwrap();
         w.append(512, &data, &checksums(&data)).unwrap();
         let b = store.finalize(w, false).unwrap();
         assert_eq!(b.len, 512 + 16_384);
@@ -1210,11 +1226,11 @@ mod tests {
         let data = vec![1u8; 1024];
         let mut sums = checksums(&data);
         assert_eq!(
-            w.append(512, &data, &sums).unwrap_err().kind,
-            Kind::InvalidArgument
+            w.append(512, &data, &sums).unwrap_err().code,
+            Code::InvalidArgument
         );
         sums[1] ^= 1;
-        assert_eq!(w.append(0, &data, &sums).unwrap_err().kind, Kind::Corrupt);
+        assert_eq!(w.append(0, &data, &sums).unwrap_err().code, Code::Corrupt);
         assert_eq!(w.len(), 0, "nothing written");
         w.append(0, &data, &checksums(&data)).unwrap();
         let b = store.finalize(w, true).unwrap();
@@ -1223,17 +1239,17 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[600] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        assert_eq!(store.verify(&b).unwrap_err().kind, Kind::Corrupt);
+        assert_eq!(store.verify(&b).unwrap_err().code, Code::Corrupt);
         let mut r = store.open_read(&b).unwrap();
         assert!(r.read_verified(0, 512).is_ok(), "the first chunk is intact");
-        assert_eq!(r.read_verified(512, 10).unwrap_err().kind, Kind::Corrupt);
+        assert_eq!(r.read_verified(512, 10).unwrap_err().code, Code::Corrupt);
         // A newer stamp cannot be read from an older replica.
         let newer = BlockRec { gen_stamp: 8, ..b };
-        assert_eq!(store.open_read(&newer).unwrap_err().kind, Kind::Corrupt);
+        assert_eq!(store.open_read(&newer).unwrap_err().code, Code::Corrupt);
         // A rebuilt pipeline replaces an older replica being written.
         assert_eq!(
-            store.create_rbw(block(5)).unwrap_err().kind,
-            Kind::AlreadyExists
+            store.create_rbw(block(5)).unwrap_err().code,
+            Code::AlreadyExists
         );
         let w = store.create_rbw(newer).unwrap();
         assert_eq!(store.get(5).unwrap().gen_stamp, 8);

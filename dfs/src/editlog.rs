@@ -10,9 +10,11 @@
 //! Storage sits behind the [`Journal`] trait. [`LocalJournal`] keeps
 //! segments in a directory, as HDFS's `current/` does:
 //! `edits_<first>-<last>` (finalized) and `edits_inprogress_<first>`; a
-//! quorum journal implements the same trait later. Each record is framed as
-//! `[len: u32 LE][crc32c: u32 LE][bincode (txid, edit)]`, so a record torn
-//! by a crash is recognised and dropped: it was never acknowledged.
+//! quorum journal implements the same trait later. A segment starts with
+//! its format's header ([`SEGMENT_FORMAT`]: magic and version), then each
+//! record is framed as `[len: u32 LE][crc32c: u32 LE][postcard (txid,
+//! edit)]`, so a record torn by a crash is recognised and dropped: it was
+//! never acknowledged.
 //!
 //! The open segment is filled with zeros to the next MiB past its records,
 //! as HDFS preallocates its edit files: an fsync of a write inside the
@@ -21,8 +23,10 @@
 //! each fsync about half as slow again). A zero length ends the records,
 //! and a finalized segment is cut to its last record.
 //!
-//! Images (`image_<txid>`) hold the whole namespace as of a txid, written
-//! to a temporary file, fsynced, then renamed.
+//! Images (`image_<txid>`, [`IMAGE_FORMAT`]) hold the whole namespace as of
+//! a txid, written to a temporary file, fsynced, then renamed. A segment
+//! or image of a format version this build does not read is refused with
+//! an error naming the version: never misread.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -31,8 +35,26 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::error::{FsError, FsResult, Kind};
+use hstack_daemon::format::{decode_body, encode_body, Format, FormatError, HEADER_LEN};
+
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::{Edit, Image};
+
+/// An edit log segment file: this header, then framed records.
+pub const SEGMENT_FORMAT: Format = Format {
+    magic: *b"HSTKEDIT",
+    what: "edit log segment",
+    version: 1,
+    oldest: 1,
+};
+
+/// A namespace image file: this header, the image, its crc32c.
+pub const IMAGE_FORMAT: Format = Format {
+    magic: *b"HSTKFSIM",
+    what: "namespace image",
+    version: 1,
+    oldest: 1,
+};
 
 /// One stored run of edits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,7 +156,7 @@ impl LocalJournal {
             if ends_before || seg.first > to || (finalized_only && seg.last.is_none()) {
                 continue;
             }
-            let (records, _) = read_records(&path)?;
+            let (records, _) = read_records(&path, seg.last.is_none())?;
             out.extend(records.into_iter().filter(|(t, _)| (from..=to).contains(t)));
         }
         Ok(out)
@@ -147,7 +169,7 @@ impl Journal for LocalJournal {
             if seg.last.is_some() {
                 continue;
             }
-            let (records, good_len) = read_records(&path)?;
+            let (records, good_len) = read_records(&path, true)?;
             let f = OpenOptions::new().write(true).open(&path)?;
             f.set_len(good_len)?;
             f.sync_all()?;
@@ -178,11 +200,12 @@ impl Journal for LocalJournal {
             .truncate(true)
             .write(true)
             .open(&path)?;
+        f.write_all_at(&SEGMENT_FORMAT.header(), 0)?;
         sync_dir(&self.dir)?;
         self.open = Some(OpenSegment {
             first,
             file: f,
-            len: 0,
+            len: HEADER_LEN as u64,
             filled: 0,
         });
         Ok(())
@@ -244,23 +267,46 @@ impl Journal for LocalJournal {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    hstack_daemon::sync_dir(dir)
 }
 
 /// Frames one record.
 pub fn frame(txid: u64, edit: &Edit, out: &mut Vec<u8>) {
-    let payload = bincode::serialize(&(txid, edit)).expect("edits serialize");
+    let payload = encode_body(&(txid, edit));
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
 }
 
-/// The whole records of a segment file, and the length they cover (what
-/// follows is a torn or corrupt tail).
-fn read_records(path: &Path) -> io::Result<(Vec<(u64, Edit)>, u64)> {
+fn format_error(path: &Path, e: FormatError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
+}
+
+/// The whole records of a segment file, and the length they cover with
+/// the header (what follows is a torn or corrupt tail). An in-progress
+/// segment whose header never reached the disk holds nothing; any other
+/// segment without this format's header is refused.
+fn read_records(path: &Path, in_progress: bool) -> io::Result<(Vec<(u64, Edit)>, u64)> {
     let mut r = BufReader::new(File::open(path)?);
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match r.read(&mut header[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if in_progress && header[..got].iter().all(|b| *b == 0) {
+        return Ok((vec![], 0));
+    }
+    SEGMENT_FORMAT
+        .check(&header[..got])
+        .map_err(|e| format_error(path, e))?;
     let mut out = Vec::new();
-    let mut good = 0u64;
+    let mut good = HEADER_LEN as u64;
     loop {
         let mut head = [0u8; 8];
         match r.read_exact(&mut head) {
@@ -283,9 +329,12 @@ fn read_records(path: &Path) -> io::Result<(Vec<(u64, Edit)>, u64)> {
         if crc32c::crc32c(&payload) != crc {
             break;
         }
-        match bincode::deserialize::<(u64, Edit)>(&payload) {
+        match decode_body::<(u64, Edit)>(SEGMENT_FORMAT.what, &payload) {
             Ok(rec) => out.push(rec),
-            Err(_) => break,
+            // A record whose checksum holds but whose body does not decode
+            // was written by a build that encodes edits otherwise: refuse,
+            // rather than cut the log there.
+            Err(e) => return Err(format_error(path, e)),
         }
         good += 8 + len as u64;
     }
@@ -403,7 +452,7 @@ impl EditLog {
     pub fn start(mut journal: Box<dyn Journal>, next_txid: u64) -> FsResult<Self> {
         journal
             .start_segment(next_txid)
-            .map_err(|e| FsError::io("cannot start an edit log segment", e))?;
+            .map_err(|e| crate::error::io("cannot start an edit log segment", e))?;
         let synced = Mark::new(next_txid - 1);
         let rolled = Mark::new(next_txid - 1);
         let shared = Arc::new(Shared {
@@ -422,7 +471,7 @@ impl EditLog {
         let thread = std::thread::Builder::new()
             .name("edit-log-sync".into())
             .spawn(move || writer(s, journal, next_txid))
-            .map_err(|e| FsError::io("cannot start the edit log writer", e))?;
+            .map_err(|e| crate::error::io("cannot start the edit log writer", e))?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -474,8 +523,8 @@ impl EditLog {
             return Ok(());
         }
         Err(match self.failure() {
-            Some(e) => FsError::new(Kind::Io, format!("edit log failed: {e}")),
-            None => FsError::new(Kind::Io, "edit log stopped"),
+            Some(e) => FsError::new(Code::Io, format!("edit log failed: {e}")),
+            None => FsError::new(Code::Io, "edit log stopped"),
         })
     }
 
@@ -577,24 +626,23 @@ fn writer(shared: Arc<Shared>, mut journal: Box<dyn Journal>, first: u64) {
     }
 }
 
-const IMAGE_MAGIC: &[u8; 8] = b"HSTKIMG1";
-
 pub fn image_path(dir: &Path, txid: u64) -> PathBuf {
     dir.join(format!("image_{txid:019}"))
 }
 
 /// Writes an image durably: temporary file, fsync, rename, fsync the
-/// directory. Layout: magic, bincode image, crc32c of the bincode bytes.
+/// directory. Layout: [`IMAGE_FORMAT`]'s header, the image in postcard,
+/// the crc32c of the postcard bytes.
 pub fn save_image(dir: &Path, img: &Image) -> io::Result<PathBuf> {
-    let body = bincode::serialize(img).map_err(io::Error::other)?;
+    let body = encode_body(img);
     let path = image_path(dir, img.txid);
     let tmp = path.with_extension("tmp");
     {
-        let mut f = File::create(&tmp)?;
-        f.write_all(IMAGE_MAGIC)?;
+        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+        f.write_all(&IMAGE_FORMAT.header())?;
         f.write_all(&body)?;
         f.write_all(&crc32c::crc32c(&body).to_le_bytes())?;
-        f.sync_all()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
@@ -634,16 +682,23 @@ pub fn list_images(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 pub fn load_image(path: &Path) -> FsResult<Image> {
-    let bytes = fs::read(path).map_err(|e| FsError::io(&path.display().to_string(), e))?;
-    let corrupt = |why: &str| FsError::new(Kind::Corrupt, format!("{}: {why}", path.display()));
-    if bytes.len() < 12 || &bytes[..8] != IMAGE_MAGIC {
-        return Err(corrupt("not an hstack namespace image"));
+    let bytes = fs::read(path).map_err(|e| crate::error::io(&path.display().to_string(), e))?;
+    let corrupt = |why: &str| FsError::new(Code::Corrupt, format!("{}: {why}", path.display()));
+    let (_, rest) = IMAGE_FORMAT.check(&bytes).map_err(|e| match e {
+        // Not damage: data this build must not touch.
+        FormatError::UnknownVersion { .. } => {
+            FsError::new(Code::Unimplemented, format!("{}: {e}", path.display()))
+        }
+        e => corrupt(&e.to_string()),
+    })?;
+    if rest.len() < 4 {
+        return Err(corrupt("too short"));
     }
-    let (body, crc) = bytes[8..].split_at(bytes.len() - 12);
+    let (body, crc) = rest.split_at(rest.len() - 4);
     if crc32c::crc32c(body).to_le_bytes() != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    bincode::deserialize(body).map_err(|e| corrupt(&e.to_string()))
+    decode_body(IMAGE_FORMAT.what, body).map_err(|e| corrupt(&e.to_string()))
 }
 
 /// Keeps the newest `keep` images and drops the edits no kept image needs.
@@ -705,7 +760,10 @@ mod tests {
             frame(i, &edit(i), &mut framed);
         }
         let seg = dir.path().join(format!("edits_{:019}-{:019}", 1, 20));
-        assert_eq!(fs::metadata(&seg).unwrap().len(), framed.len() as u64);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            (HEADER_LEN + framed.len()) as u64
+        );
         drop(log);
         let mut j = LocalJournal::open(dir.path()).unwrap();
         let segs = j.recover().unwrap();
@@ -843,7 +901,7 @@ mod tests {
         let path = dir.path().join(format!("edits_{:019}-{:019}", 1, 3));
         assert_eq!(
             fs::metadata(&path).unwrap().len(),
-            whole as u64,
+            (HEADER_LEN + whole) as u64,
             "recovery cuts the torn record and the zeros"
         );
         // A flipped byte inside a record ends the readable log there.
@@ -862,9 +920,9 @@ mod tests {
         let img = load_image(&p).unwrap();
         assert_eq!(img.inodes.len(), 1);
         let mut bytes = fs::read(&p).unwrap();
-        bytes[10] ^= 1;
+        bytes[HEADER_LEN + 2] ^= 1;
         fs::write(&p, bytes).unwrap();
-        assert_eq!(load_image(&p).unwrap_err().kind, Kind::Corrupt);
+        assert_eq!(load_image(&p).unwrap_err().code, Code::Corrupt);
     }
 
     #[test]

@@ -13,5 +13,9 @@ pub mod namespace;
 pub mod path;
 pub mod placement;
 pub mod transfer;
+pub mod wire;
 
-pub use error::{FsError, FsResult, Kind};
+#[cfg(test)]
+mod fixtures;
+
+pub use error::{Code, FsError, FsResult};

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::path;
 
 pub type InodeId = u64;
@@ -71,25 +71,6 @@ pub struct UnderConstruction {
     pub client_host: String,
 }
 
-impl BlockRec {
-    pub fn to_pb(self) -> hstack_proto::dfs::Block {
-        hstack_proto::dfs::Block {
-            id: self.id,
-            gen_stamp: self.gen_stamp,
-            len: self.len,
-        }
-    }
-
-    pub fn from_pb(b: Option<hstack_proto::dfs::Block>) -> FsResult<Self> {
-        let b = b.ok_or_else(|| FsError::invalid("the request names no block"))?;
-        Ok(Self {
-            id: b.id,
-            gen_stamp: b.gen_stamp,
-            len: b.len,
-        })
-    }
-}
-
 impl FileInode {
     pub fn len(&self) -> u64 {
         self.blocks.iter().map(|b| b.len).sum()
@@ -104,7 +85,7 @@ impl FileInode {
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     pub user: String,
-    pub groups: Vec<String>,
+    pub groups: std::sync::Arc<[String]>,
 }
 
 /// One change to the namespace, as logged. Everything an edit needs to be
@@ -340,7 +321,7 @@ impl Namespace {
         }
         let inodes: IndexMap<InodeId, Inode> = img.inodes.into_iter().collect();
         if !inodes.contains_key(&ROOT) {
-            return Err(FsError::new(Kind::Corrupt, "image has no root directory"));
+            return Err(FsError::new(Code::Corrupt, "image has no root directory"));
         }
         Ok(Self {
             inodes,
@@ -489,11 +470,11 @@ impl Namespace {
             let last = self.get(*ids.last().expect("root"));
             if ids.len() < comps.len() && matches!(last.body, Body::File(_)) {
                 return Err(FsError::new(
-                    Kind::ParentNotDirectory,
+                    Code::ParentNotDirectory,
                     format!("{p}: {} is a file", self.full_path(*ids.last().unwrap())),
                 ));
             }
-            return Err(FsError::not_found(p));
+            return Err(crate::error::not_found(p));
         }
         Ok(*ids.last().expect("root"))
     }
@@ -542,7 +523,7 @@ impl Namespace {
             _ => "ALL",
         };
         Err(FsError::new(
-            Kind::PermissionDenied,
+            Code::PermissionDenied,
             format!(
                 "Permission denied: user={}, access={access}, inode=\"{}\":{}:{}:{}{}",
                 c.user,
@@ -564,7 +545,7 @@ impl Namespace {
             return Ok(());
         }
         Err(FsError::new(
-            Kind::PermissionDenied,
+            Code::PermissionDenied,
             format!(
                 "Permission denied: {} is not the owner of {}",
                 c.user,
@@ -611,7 +592,7 @@ impl Namespace {
     pub fn stat(&self, p: &str, caller: Option<&Caller>) -> FsResult<Option<Status>> {
         match self.resolve(p, caller) {
             Ok(id) => Ok(Some(self.status_of(id, path::normalize(p)?))),
-            Err(e) if e.kind == Kind::FileNotFound => Ok(None),
+            Err(e) if e.code == Code::FileNotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -668,7 +649,7 @@ impl Namespace {
         match &self.get(id).body {
             Body::File(f) => Ok((id, f)),
             Body::Dir(_) => Err(FsError::new(
-                Kind::IsDirectory,
+                Code::IsDirectory,
                 format!("{p}: is a directory"),
             )),
         }
@@ -682,7 +663,7 @@ impl Namespace {
         match &self.get(id).body {
             Body::File(_) => Ok(id),
             Body::Dir(_) => Err(FsError::new(
-                Kind::IsDirectory,
+                Code::IsDirectory,
                 format!("{p}: is a directory"),
             )),
         }
@@ -786,21 +767,21 @@ impl Namespace {
                     match &self.get(old).body {
                         Body::Dir(_) => {
                             return Err(FsError::new(
-                                Kind::IsDirectory,
+                                Code::IsDirectory,
                                 format!("{p}: is a directory"),
                             ))
                         }
                         Body::File(f) => {
                             if !overwrite {
                                 return Err(FsError::new(
-                                    Kind::AlreadyExists,
+                                    Code::AlreadyExists,
                                     format!("{p}: file exists"),
                                 ));
                             }
                             if let Some(uc) = &f.uc {
                                 if uc.client != *client {
                                     return Err(FsError::new(
-                                        Kind::AlreadyExists,
+                                        Code::AlreadyExists,
                                         format!("{p}: is being written by {}", uc.client),
                                     ));
                                 }
@@ -967,7 +948,7 @@ impl Namespace {
                 if let Body::Dir(c) = &self.get(id).body {
                     if !c.is_empty() && !recursive {
                         return Err(FsError::new(
-                            Kind::DirectoryNotEmpty,
+                            Code::DirectoryNotEmpty,
                             format!("{p}: directory is not empty"),
                         ));
                     }
@@ -997,7 +978,7 @@ impl Namespace {
                 match &mut self.inodes.get_mut(&id).expect("resolved").body {
                     Body::Dir(_) => {
                         return Err(FsError::new(
-                            Kind::IsDirectory,
+                            Code::IsDirectory,
                             format!("{p}: is a directory (replication is per file)"),
                         ))
                     }
@@ -1029,7 +1010,7 @@ impl Namespace {
                 if let Some(c) = caller {
                     if owner.is_some() && !self.is_superuser(c) {
                         return Err(FsError::new(
-                            Kind::PermissionDenied,
+                            Code::PermissionDenied,
                             format!(
                                 "Permission denied: only the superuser may change the owner of {p}"
                             ),
@@ -1039,7 +1020,7 @@ impl Namespace {
                     if let Some(g) = group {
                         if !self.is_superuser(c) && !c.groups.contains(g) {
                             return Err(FsError::new(
-                                Kind::PermissionDenied,
+                                Code::PermissionDenied,
                                 format!("Permission denied: {} is not in group {g}", c.user),
                             ));
                         }
@@ -1109,24 +1090,26 @@ impl Namespace {
             return match self.get(last).body {
                 Body::Dir(_) if create_parent => Ok(Effects::on(last)),
                 Body::Dir(_) => Err(FsError::new(
-                    Kind::AlreadyExists,
+                    Code::AlreadyExists,
                     format!("{p}: directory exists"),
                 )),
                 Body::File(_) => Err(FsError::new(
-                    Kind::AlreadyExists,
+                    Code::AlreadyExists,
                     format!("{p}: a file exists there"),
                 )),
             };
         }
         if let Body::File(_) = self.get(last).body {
             return Err(FsError::new(
-                Kind::ParentNotDirectory,
+                Code::ParentNotDirectory,
                 format!("{p}: {} is a file", self.full_path(last)),
             ));
         }
         let missing = &comps[ids.len() - 1..];
         if missing.len() > 1 && !create_parent {
-            return Err(FsError::not_found(&path::join(&comps[..comps.len() - 1])));
+            return Err(crate::error::not_found(&path::join(
+                &comps[..comps.len() - 1],
+            )));
         }
         if let Some(c) = caller {
             self.check(c, last, WRITE | EXEC)?;
@@ -1182,7 +1165,7 @@ impl Namespace {
     ) -> FsResult<(Parent, String, Option<InodeId>)> {
         let comps = path::components(p)?;
         let Some((name, parents)) = comps.split_last() else {
-            return Err(FsError::new(Kind::IsDirectory, "/: is a directory"));
+            return Err(FsError::new(Code::IsDirectory, "/: is a directory"));
         };
         let ids = self.walk(&comps);
         self.check_traverse(&ids, comps.len(), caller)?;
@@ -1197,7 +1180,7 @@ impl Namespace {
         let last = *ids.last().expect("root");
         if let Body::File(_) = self.get(last).body {
             return Err(FsError::new(
-                Kind::ParentNotDirectory,
+                Code::ParentNotDirectory,
                 format!("{p}: {} is a file", self.full_path(last)),
             ));
         }
@@ -1208,7 +1191,7 @@ impl Namespace {
             return Ok((Parent::Existing(last), name.to_string(), None));
         }
         if !create_parent {
-            return Err(FsError::not_found(&path::join(parents)));
+            return Err(crate::error::not_found(&path::join(parents)));
         }
         let names = parents[ids.len() - 1..]
             .iter()
@@ -1257,14 +1240,14 @@ impl Namespace {
         let dparent = self.resolve(&dparent_path, caller)?;
         if !matches!(self.get(dparent).body, Body::Dir(_)) {
             return Err(FsError::new(
-                Kind::ParentNotDirectory,
+                Code::ParentNotDirectory,
                 format!("{dst}: {dparent_path} is a file"),
             ));
         }
         if let Body::Dir(c) = &self.get(dparent).body {
             if self.child(c, &dname).is_ok() {
                 return Err(FsError::new(
-                    Kind::AlreadyExists,
+                    Code::AlreadyExists,
                     format!("{dst_norm}: already exists"),
                 ));
             }
@@ -1295,7 +1278,7 @@ impl Namespace {
             return Ok(());
         }
         Err(FsError::new(
-            Kind::PermissionDenied,
+            Code::PermissionDenied,
             format!(
                 "Permission denied: the sticky bit on {} keeps {} from removing {}",
                 self.full_path(parent),
@@ -1323,11 +1306,11 @@ impl Namespace {
         let f = self.file(inode).ok_or_else(|| gone(inode))?;
         match &f.uc {
             None => Err(FsError::new(
-                Kind::LeaseMismatch,
+                Code::LeaseMismatch,
                 format!("{} is not open for writing", self.full_path(inode)),
             )),
             Some(uc) if uc.client != client => Err(FsError::new(
-                Kind::LeaseMismatch,
+                Code::LeaseMismatch,
                 format!(
                     "{} is held by {}, not {client}",
                     self.full_path(inode),
@@ -1407,7 +1390,7 @@ enum Parent {
 
 fn gone(inode: InodeId) -> FsError {
     FsError::new(
-        Kind::FileNotFound,
+        Code::FileNotFound,
         format!("inode {inode} no longer exists (the file was deleted)"),
     )
 }
@@ -1445,7 +1428,7 @@ mod tests {
     fn caller(user: &str) -> Caller {
         Caller {
             user: user.into(),
-            groups: vec![format!("{user}-group")],
+            groups: vec![format!("{user}-group")].into(),
         }
     }
 
@@ -1502,7 +1485,7 @@ mod tests {
     }
 
     fn snapshot(ns: &Namespace) -> Vec<u8> {
-        bincode::serialize(&ns.to_image()).unwrap()
+        hstack_daemon::format::encode_body(&ns.to_image())
     }
 
     /// Applies as `user`; on success the edit is returned for replay.
@@ -1514,10 +1497,10 @@ mod tests {
     }
 
     /// Must fail with `kind` and change nothing.
-    fn refused(ns: &mut Namespace, e: Edit, user: &str, kind: Kind) -> String {
+    fn refused(ns: &mut Namespace, e: Edit, user: &str, kind: Code) -> String {
         let before = snapshot(ns);
         let err = ns.apply(&e, Some(&caller(user))).unwrap_err();
-        assert_eq!(err.kind, kind, "{e:?}: {err}");
+        assert_eq!(err.code, kind, "{e:?}: {err}");
         assert_eq!(snapshot(ns), before, "{e:?} changed the namespace");
         err.message
     }
@@ -1557,13 +1540,13 @@ mod tests {
             &mut ns,
             mkdir("/user/alice/a", "hdfs", 0o755),
             "hdfs",
-            Kind::AlreadyExists,
+            Code::AlreadyExists,
         );
         refused(
             &mut ns,
             mkdir("/user/alice/a/x", "hdfs", 0o755),
             "hdfs",
-            Kind::ParentNotDirectory,
+            Code::ParentNotDirectory,
         );
     }
 
@@ -1577,15 +1560,15 @@ mod tests {
         let id = ns.resolve_id("/open/f").unwrap();
         assert_eq!(ns.writable_file("/open/f", &caller("alice")).unwrap(), id);
         assert_eq!(ns.writable_file("/open/f", &caller("hdfs")).unwrap(), id);
-        let deny = |p: &str| ns.writable_file(p, &caller("bob")).unwrap_err().kind;
-        assert_eq!(deny("/open/f"), Kind::PermissionDenied, "0644, not bob's");
-        assert_eq!(deny("/shut/f"), Kind::PermissionDenied, "no traverse");
-        assert_eq!(deny("/open/none"), Kind::FileNotFound);
+        let deny = |p: &str| ns.writable_file(p, &caller("bob")).unwrap_err().code;
+        assert_eq!(deny("/open/f"), Code::PermissionDenied, "0644, not bob's");
+        assert_eq!(deny("/shut/f"), Code::PermissionDenied, "no traverse");
+        assert_eq!(deny("/open/none"), Code::FileNotFound);
         assert_eq!(
             ns.writable_file("/open", &caller("alice"))
                 .unwrap_err()
-                .kind,
-            Kind::IsDirectory
+                .code,
+            Code::IsDirectory
         );
     }
 
@@ -1594,44 +1577,44 @@ mod tests {
         let mut ns = Namespace::new("hdfs", "supergroup");
         ok(&mut ns, mkdir("/d/sub", "hdfs", 0o755), "hdfs");
         ok(&mut ns, create("/d/f", "hdfs"), "hdfs");
-        refused(&mut ns, create("/d/sub", "hdfs"), "hdfs", Kind::IsDirectory);
-        refused(&mut ns, create("/d/f", "hdfs"), "hdfs", Kind::AlreadyExists);
+        refused(&mut ns, create("/d/sub", "hdfs"), "hdfs", Code::IsDirectory);
+        refused(&mut ns, create("/d/f", "hdfs"), "hdfs", Code::AlreadyExists);
         refused(
             &mut ns,
             create("/missing/f", "hdfs"),
             "hdfs",
-            Kind::FileNotFound,
+            Code::FileNotFound,
         );
         refused(
             &mut ns,
             create("/d/f/g", "hdfs"),
             "hdfs",
-            Kind::ParentNotDirectory,
+            Code::ParentNotDirectory,
         );
         refused(
             &mut ns,
             create("relative", "hdfs"),
             "hdfs",
-            Kind::InvalidPath,
+            Code::InvalidPath,
         );
         let mut zero = create("/d/z", "hdfs");
         if let Edit::Create { replication, .. } = &mut zero {
             *replication = 0;
         }
-        refused(&mut ns, zero, "hdfs", Kind::InvalidArgument);
+        refused(&mut ns, zero, "hdfs", Code::InvalidArgument);
         let mut odd = create("/d/z", "hdfs");
         if let Edit::Create { block_size, .. } = &mut odd {
             *block_size = 1000;
         }
-        refused(&mut ns, odd, "hdfs", Kind::InvalidArgument);
+        refused(&mut ns, odd, "hdfs", Code::InvalidArgument);
         let del = |p: &str, recursive| Edit::Delete {
             path: p.into(),
             recursive,
             time: 30,
         };
-        refused(&mut ns, del("/d", false), "hdfs", Kind::DirectoryNotEmpty);
-        refused(&mut ns, del("/", true), "hdfs", Kind::InvalidArgument);
-        refused(&mut ns, del("/nope", true), "hdfs", Kind::FileNotFound);
+        refused(&mut ns, del("/d", false), "hdfs", Code::DirectoryNotEmpty);
+        refused(&mut ns, del("/", true), "hdfs", Code::InvalidArgument);
+        refused(&mut ns, del("/nope", true), "hdfs", Code::FileNotFound);
         let (_, fx) = ok(&mut ns, del("/d", true), "hdfs");
         assert_eq!(fx.closed.len(), 1, "the open file's lease goes");
         assert_eq!(ns.inode_count(), 1);
@@ -1676,7 +1659,7 @@ mod tests {
             &mut ns,
             add(b1, "someone-else", None),
             "alice",
-            Kind::LeaseMismatch,
+            Code::LeaseMismatch,
         );
         ok(&mut ns, add(b1, "client-alice", None), "alice");
         let b2 = b(&ns);
@@ -1712,7 +1695,7 @@ mod tests {
                 len: 10,
             },
             "alice",
-            Kind::InvalidArgument,
+            Code::InvalidArgument,
         );
         ok(
             &mut ns,
@@ -1733,7 +1716,7 @@ mod tests {
             &mut ns,
             add(b4, "client-alice", None),
             "alice",
-            Kind::LeaseMismatch,
+            Code::LeaseMismatch,
         );
     }
 
@@ -1748,19 +1731,19 @@ mod tests {
             dst: d.into(),
             time: 60,
         };
-        refused(&mut ns, mv("/a", "/a/b/c"), "hdfs", Kind::InvalidArgument);
-        refused(&mut ns, mv("/nope", "/x"), "hdfs", Kind::FileNotFound);
+        refused(&mut ns, mv("/a", "/a/b/c"), "hdfs", Code::InvalidArgument);
+        refused(&mut ns, mv("/nope", "/x"), "hdfs", Code::FileNotFound);
         refused(
             &mut ns,
             mv("/a/f", "/missing/f"),
             "hdfs",
-            Kind::FileNotFound,
+            Code::FileNotFound,
         );
         ok(&mut ns, mv("/a/f", "/dst"), "hdfs");
         assert_eq!(names(&ns, "/dst"), vec!["/dst/f"]);
         ok(&mut ns, mv("/dst/f", "/a/g"), "hdfs");
         ok(&mut ns, create("/a/h", "hdfs"), "hdfs");
-        refused(&mut ns, mv("/a/g", "/a/h"), "hdfs", Kind::AlreadyExists);
+        refused(&mut ns, mv("/a/g", "/a/h"), "hdfs", Code::AlreadyExists);
         ok(&mut ns, mv("/a", "/z"), "hdfs");
         assert_eq!(names(&ns, "/z"), vec!["/z/b", "/z/g", "/z/h"]);
         assert_eq!(
@@ -1778,7 +1761,7 @@ mod tests {
             &mut ns,
             create("/secure/x", "alice"),
             "alice",
-            Kind::PermissionDenied,
+            Code::PermissionDenied,
         );
         assert!(msg.contains("user=alice, access=WRITE"), "{msg}");
         assert!(msg.contains("drwxr-xr-x"), "{msg}");
@@ -1789,7 +1772,7 @@ mod tests {
             recursive: false,
             time: 70,
         };
-        refused(&mut ns, del.clone(), "bob", Kind::PermissionDenied);
+        refused(&mut ns, del.clone(), "bob", Code::PermissionDenied);
         // Only the owner (or the superuser) changes permissions.
         let chmod = |p: &str, perm| Edit::SetPermission {
             path: p.into(),
@@ -1799,13 +1782,13 @@ mod tests {
             &mut ns,
             chmod("/shared/alice-file", 0o600),
             "bob",
-            Kind::PermissionDenied,
+            Code::PermissionDenied,
         );
         ok(&mut ns, chmod("/shared/alice-file", 0o600), "alice");
         let err = ns
             .open("/shared/alice-file", Some(&caller("bob")))
             .unwrap_err();
-        assert_eq!(err.kind, Kind::PermissionDenied);
+        assert_eq!(err.code, Code::PermissionDenied);
         assert!(ns
             .open("/shared/alice-file", Some(&caller("alice")))
             .is_ok());
@@ -1816,14 +1799,14 @@ mod tests {
         let err = ns
             .stat("/shared/private/f", Some(&caller("bob")))
             .unwrap_err();
-        assert_eq!(err.kind, Kind::PermissionDenied);
+        assert_eq!(err.code, Code::PermissionDenied);
         // chown: only the superuser changes the owner.
         let chown = Edit::SetOwner {
             path: "/shared/alice-file".into(),
             owner: Some("bob".into()),
             group: None,
         };
-        refused(&mut ns, chown.clone(), "alice", Kind::PermissionDenied);
+        refused(&mut ns, chown.clone(), "alice", Code::PermissionDenied);
         ok(&mut ns, chown, "hdfs");
         ok(&mut ns, del, "bob");
     }

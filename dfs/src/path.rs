@@ -3,7 +3,7 @@
 //! and 8,000 bytes a path. A trailing `/` is tolerated (`/a/` is `/a`), as
 //! `hdfs dfs` does; `//` inside a path is not.
 
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 
 pub const MAX_COMPONENT: usize = 255;
 pub const MAX_PATH: usize = 8000;
@@ -12,7 +12,7 @@ pub const MAX_PATH: usize = 8000;
 pub fn components(path: &str) -> FsResult<Vec<&str>> {
     let bad = |why: &str| {
         Err(FsError::new(
-            Kind::InvalidPath,
+            Code::InvalidPath,
             format!("invalid path {path:?}: {why}"),
         ))
     };
@@ -69,7 +69,7 @@ pub fn join(comps: &[&str]) -> String {
 pub fn split_parent(path: &str) -> FsResult<(String, String)> {
     let comps = components(path)?;
     match comps.split_last() {
-        None => Err(FsError::new(Kind::InvalidPath, "the root has no parent")),
+        None => Err(FsError::new(Code::InvalidPath, "the root has no parent")),
         Some((last, parents)) => Ok((join(parents), last.to_string())),
     }
 }
@@ -111,7 +111,7 @@ mod tests {
             ("/a:b", "':'"),
         ] {
             let e = components(p).unwrap_err();
-            assert_eq!(e.kind, Kind::InvalidPath, "{p:?}");
+            assert_eq!(e.code, Code::InvalidPath, "{p:?}");
             assert!(e.message.contains(why), "{p:?}: {}", e.message);
         }
         let long = format!("/{}", "x".repeat(MAX_COMPONENT + 1));

@@ -4,7 +4,7 @@
 //! the pipeline acknowledges them back, as HDFS's DataTransferProtocol does.
 //!
 //! A connection starts with the 4 bytes `HSDT`, a version byte, and one
-//! [`Op`] frame (`[len: u32 BE][bincode]`). The datanode answers with one
+//! [`Op`] frame (`[len: u32 BE][postcard]`). The datanode answers with one
 //! [`Reply`] frame.
 //!
 //! **WriteBlock.** The datanode opens the replica, connects to the next
@@ -38,11 +38,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::blockstore::CHUNK;
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 
 pub const MAGIC: &[u8; 4] = b"HSDT";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Data bytes per packet (128 chunks).
 pub const PACKET: usize = 64 * 1024;
 /// Largest frame or packet accepted: anything bigger is garbage.
@@ -88,7 +88,7 @@ pub enum Op {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
-    /// An error kind name (`Kind::name`) or "" for success.
+    /// An error kind name (`Code::name`) or "" for success.
     pub error: String,
     pub message: String,
     /// WriteBlock: index of the first node that failed, counting the
@@ -107,7 +107,7 @@ impl Reply {
 
     pub fn err(e: &FsError, bad_node: Option<u32>) -> Self {
         Self {
-            error: e.kind.name().to_string(),
+            error: e.code.name().to_string(),
             message: e.message.clone(),
             bad_node,
         }
@@ -117,7 +117,7 @@ impl Reply {
         if self.error.is_empty() {
             return Ok(());
         }
-        let kind = Kind::from_name(&self.error).unwrap_or(Kind::Io);
+        let kind = Code::from_name(&self.error).unwrap_or(Code::Io);
         Err(FsError::new(kind, self.message))
     }
 }
@@ -263,7 +263,7 @@ pub async fn read_ack<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Ack> {
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, v: &T) -> io::Result<()> {
-    let body = bincode::serialize(v).map_err(io::Error::other)?;
+    let body = hstack_daemon::format::encode_body(v);
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&body);
@@ -280,7 +280,8 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) ->
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
-    bincode::deserialize(&body).map_err(|e| bad_data(format!("undecodable frame: {e}")))
+    hstack_daemon::format::decode_body("data transfer frame", &body)
+        .map_err(|e| bad_data(format!("undecodable frame: {e}")))
 }
 
 /// Writes the connection preamble and the op.
@@ -369,7 +370,7 @@ pub async fn open_pipeline(
         blame(
             0,
             FsError::new(
-                Kind::Unavailable,
+                Code::Unavailable,
                 format!("cannot reach datanode {} at {}: {e}", head.id, head.addr),
             ),
         )
@@ -387,7 +388,7 @@ pub async fn open_pipeline(
         blame(
             0,
             FsError::new(
-                Kind::Unavailable,
+                Code::Unavailable,
                 format!("datanode {} at {}: {e}", head.id, head.addr),
             ),
         )

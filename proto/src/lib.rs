@@ -1,4 +1,9 @@
-//! Every `.proto` file of hstack and the tonic/prost code generated from it.
+//! Every `.proto` file of hstack and the tonic/prost code generated from
+//! it, and the one error model they share (`error`).
+
+pub mod error;
+
+pub use error::{Code, Error};
 
 /// The coordination service's client and peer APIs.
 #[allow(clippy::all, clippy::pedantic)]

@@ -136,7 +136,6 @@ impl DfsCluster {
         let mut o = ClientOptions::default();
         if let Some(u) = user {
             o.user = u.to_string();
-            o.groups = vec![];
         }
         if let Some(h) = host {
             o.host = h.to_string();
@@ -151,10 +150,7 @@ impl DfsCluster {
 
     pub async fn report(&self) -> anyhow::Result<pb::DatanodeReport> {
         let c = self.client().await?;
-        Ok(c.namenode()
-            .get_datanode_report(pb::Empty {})
-            .await?
-            .into_inner())
+        Ok(report_of(&c).await?)
     }
 
     /// Waits until `n` datanodes are live and safe mode is off.
@@ -169,12 +165,7 @@ impl DfsCluster {
                     let c = DfsClient::connect(&addr, ClientOptions::default())
                         .await
                         .ok()?;
-                    let r = c
-                        .namenode()
-                        .get_datanode_report(pb::Empty {})
-                        .await
-                        .ok()?
-                        .into_inner();
+                    let r = report_of(&c).await.ok()?;
                     let live = r.datanodes.iter().filter(|d| d.state == "live").count();
                     (live == n && !r.safe_mode).then_some(())
                 }
@@ -201,11 +192,17 @@ impl DfsCluster {
     }
 }
 
+/// The namenode's datanode report, asked as `c`'s user (the superuser's,
+/// unless the client says otherwise).
+pub async fn report_of(c: &DfsClient) -> Result<pb::DatanodeReport, tonic::Status> {
+    let req = pb::DatanodeReportRequest { caller: c.caller() };
+    Ok(c.admin().get_datanode_report(req).await?.into_inner())
+}
+
 fn spawn_namenode(dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     let data_dir = dir.join("namenode");
     std::fs::create_dir_all(&data_dir)?;
     let mut args: Vec<String> = [
-        "namenode",
         "--rpc-addr",
         "127.0.0.1:0",
         "--http-addr",
@@ -231,15 +228,7 @@ fn spawn_namenode(dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     args.push("--name-dir".into());
     args.push(data_dir.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut p = Proc {
-        role: "namenode".into(),
-        id: 0,
-        log: dir.join("namenode.log"),
-        data_dir,
-        args,
-        child: None,
-        addrs: Default::default(),
-    };
+    let mut p = Proc::new("namenode", 0, &data_dir, &dir.join("namenode.log"), args);
     p.spawn()?;
     Ok(p)
 }
@@ -257,7 +246,7 @@ fn spawn_datanode(
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let host = dn_host(i);
-    let mut args: Vec<String> = vec!["datanode".into(), "--id".into(), format!("dn{}", i + 1)];
+    let mut args: Vec<String> = vec!["--id".into(), format!("dn{}", i + 1)];
     args.push("--data-dirs".into());
     args.push(
         dirs.iter()
@@ -277,15 +266,8 @@ fn spawn_datanode(
         args.push(v);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut p = Proc {
-        role: "datanode".into(),
-        id: i as u64 + 1,
-        log: dir.join(format!("dn{}.log", i + 1)),
-        data_dir: dirs[0].clone(),
-        args,
-        child: None,
-        addrs: Default::default(),
-    };
+    let log = dir.join(format!("dn{}.log", i + 1));
+    let mut p = Proc::new("datanode", i as u64 + 1, &dirs[0], &log, args);
     p.spawn()?;
     Ok(p)
 }

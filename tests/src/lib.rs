@@ -6,18 +6,16 @@
 //! The binary is `$HSTACK_BIN`, or `hstack` in the target directory the test
 //! executable runs from (`cargo build` it first; `scripts/test.sh` does).
 
-use std::fs::OpenOptions;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hstack_coord::{Client, ClientOptions};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use hstack_coord_client::{Client, ClientOptions};
+use hstack_daemon::process::DaemonProcess;
 
-pub use hstack_coord;
+pub use hstack_coord_client as hstack_coord;
 pub use hstack_dfs;
 pub use hstack_proto::dfs as hstack_proto_dfs;
 
@@ -62,159 +60,71 @@ where
     }
 }
 
-/// One daemon process.
+/// One daemon process: the shared launcher (`hstack_daemon::process`,
+/// which `hstack local` uses too), with the harness's numeric id.
 pub struct Proc {
-    pub role: String,
     pub id: u64,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-    /// Addresses from the daemon's announcement (kept across restarts).
-    pub addrs: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    inner: DaemonProcess,
+}
+
+impl std::ops::Deref for Proc {
+    type Target = DaemonProcess;
+    fn deref(&self) -> &DaemonProcess {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.inner
+    }
 }
 
 impl Proc {
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let _ = std::fs::remove_file(self.data_dir.join("addresses.json"));
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(hstack_bin())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .env(
-                "RUST_LOG",
-                std::env::var("HSTACK_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .spawn()
-            .context("cannot start hstack")?;
-        self.child = Some(child);
-        Ok(())
+    /// `hstack ROLE ARGS…` (not started yet), announcing in `data_dir`.
+    pub fn new(role: &str, id: u64, data_dir: &Path, log: &Path, args: Vec<String>) -> Self {
+        let level = std::env::var("HSTACK_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let inner = DaemonProcess::new(&hstack_bin(), role, &id.to_string(), data_dir, log, args)
+            .env("RUST_LOG", &level);
+        Self { id, inner }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// Starts it.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.inner.spawn().context("cannot start hstack")
     }
 
-    /// How the process ended; `None` while it runs.
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    async fn wait_announced(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let dir = self.data_dir.clone();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(a) = hstack_daemon_announcement(&dir) {
-                self.addrs = a;
-                return Ok(());
-            }
-            if !self.is_running() {
-                bail!(
-                    "{} {} exited during start-up; log:\n{}",
-                    self.role,
-                    self.id,
-                    tail(&self.log, 30)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} {} did not announce its addresses within {timeout:?}",
-                    self.role,
-                    self.id
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn addr(&self, key: &str) -> String {
-        self.addrs
-            .get(key)
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    }
-
-    fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid as i32), sig);
-        }
-    }
-
-    /// SIGKILL, and reap.
-    pub fn kill9(&mut self) {
-        self.signal(Signal::SIGKILL);
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
-    }
-
-    pub fn pause(&self) {
-        self.signal(Signal::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        self.signal(Signal::SIGCONT);
+    pub async fn wait_announced(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.inner
+            .wait_announced(timeout)
+            .await
+            .map_err(anyhow::Error::msg)
     }
 
     /// SIGTERM, then wait for a clean exit (SIGKILL after `grace`).
     pub fn terminate(&mut self, grace: Duration) {
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while self.is_running() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
+        self.inner.terminate(grace);
     }
 
     /// Starts the daemon again on the same data directory and addresses.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        if self.is_running() {
-            bail!("{} {} is still running", self.role, self.id);
-        }
-        // Every announced address `KEY` was bound through `--KEY-addr`.
-        for (key, a) in &self.addrs {
-            let flag = format!("--{key}-addr");
-            if let Some(i) = self.args.iter().position(|x| *x == flag) {
-                self.args[i + 1] = a.to_string();
-            }
-        }
-        self.spawn()?;
-        self.wait_announced(Duration::from_secs(30)).await
+        self.inner
+            .restart(Duration::from_secs(30))
+            .await
+            .map_err(anyhow::Error::msg)
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.resume();
-        self.kill9();
+        self.inner.resume();
+        self.inner.kill9();
     }
-}
-
-fn hstack_daemon_announcement(
-    dir: &Path,
-) -> Option<std::collections::BTreeMap<String, std::net::SocketAddr>> {
-    let s = std::fs::read_to_string(dir.join("addresses.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-    serde_json::from_value(v.get("addrs")?.clone()).ok()
 }
 
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    hstack_daemon::process::tail(path, n)
 }
 
 /// A coordination ensemble of real processes.
@@ -366,27 +276,20 @@ impl CoordEnsemble {
 fn spawn_member(dir: &Path, id: u64, extra: &[&str]) -> anyhow::Result<Proc> {
     let data_dir = dir.join(format!("coord-{id}"));
     std::fs::create_dir_all(&data_dir)?;
-    let mut args: Vec<String> = vec![
-        "coord".into(),
-        "--id".into(),
-        id.to_string(),
-        "--data-dir".into(),
-    ];
+    let mut args: Vec<String> = vec!["--id".into(), id.to_string(), "--data-dir".into()];
     args.push(data_dir.display().to_string());
     for flag in ["--client-addr", "--raft-addr", "--http-addr"] {
         args.push(flag.into());
         args.push("127.0.0.1:0".into());
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut p = Proc {
-        role: "coord".into(),
+    let mut p = Proc::new(
+        "coord",
         id,
-        log: dir.join(format!("coord-{id}.log")),
-        data_dir,
+        &data_dir,
+        &dir.join(format!("coord-{id}.log")),
         args,
-        child: None,
-        addrs: Default::default(),
-    };
+    );
     p.spawn()?;
     Ok(p)
 }
@@ -423,15 +326,8 @@ pub fn hstack_spawn(args: &[&str]) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
-/// The raw response (status line, headers, body) of `GET path` on a
-/// daemon's HTTP address; `None` if it cannot be reached.
-pub async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    Some(buf)
+/// `GET path` on a daemon's HTTP address: (status, body), or `None` if
+/// it cannot be reached.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    hstack_daemon::process::http_get(addr, path).await
 }

@@ -13,7 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 
 use super::retry::Repeat;
 use super::DfsClient;
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 use crate::transfer::{self, Op, Reply};
 
@@ -114,7 +114,7 @@ impl FileReader {
             let piece = if cur.done {
                 // The replica's stream ended before the block did.
                 Err(FsError::new(
-                    Kind::Io,
+                    Code::Io,
                     format!(
                         "block {} on {}: the replica ends at offset {} of {}",
                         cur.block.id,
@@ -148,7 +148,7 @@ impl FileReader {
                         datanode = %cur.node.id,
                         "read failed, trying another replica: {e}"
                     );
-                    if e.kind == Kind::Corrupt {
+                    if e.code == Code::Corrupt {
                         self.corrupt_found += 1;
                         self.report_bad(&cur, &e.message).await;
                     }
@@ -169,10 +169,11 @@ impl FileReader {
     async fn report_bad(&self, cur: &BlockIn, why: &str) {
         let req = pb::ReportBadBlocksRequest {
             blocks: vec![pb::BadBlock {
-                block: Some(cur.block.to_pb()),
+                block: Some(pb::Block::from(cur.block)),
                 datanode: cur.node.id.clone(),
                 reason: why.to_string(),
             }],
+            caller: self.client.caller(),
         };
         // Briefly: the read goes on from the next replica, and the
         // scanner or the next reader reports it again. (Not spawned: a
@@ -204,11 +205,11 @@ impl FileReader {
             .cloned()
             .ok_or_else(|| {
                 FsError::new(
-                    Kind::Io,
+                    Code::Io,
                     format!("{}: no block holds offset {}", self.path, self.pos),
                 )
             })?;
-        let block = BlockRec::from_pb(lb.block)?;
+        let block = crate::wire::block(lb.block)?;
         let mut errors = Vec::new();
         for node in &lb.locs {
             if self.failed.contains(&(block.id, node.id.clone())) {
@@ -242,7 +243,7 @@ impl FileReader {
             }
         }
         Err(FsError::new(
-            Kind::Unavailable,
+            Code::Unavailable,
             format!(
                 "{}: could not obtain block {} (offset {}) from any replica{}",
                 self.path,
@@ -266,7 +267,7 @@ async fn open_block(
     client: &str,
 ) -> FsResult<(BufReader<OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> {
     let io =
-        |e: std::io::Error| FsError::new(Kind::Unavailable, format!("{}: {e}", node.transfer_addr));
+        |e: std::io::Error| FsError::new(Code::Unavailable, format!("{}: {e}", node.transfer_addr));
     let s = transfer::connect(&node.transfer_addr).await.map_err(io)?;
     let (r, mut w) = s.into_split();
     let mut r = BufReader::with_capacity(transfer::PACKET + 4096, r);
@@ -293,13 +294,13 @@ async fn next_piece(cur: &mut BlockIn) -> FsResult<Option<Bytes>> {
         .await
         .map_err(|e| {
             FsError::new(
-                Kind::Unavailable,
+                Code::Unavailable,
                 format!("{}: {e}", cur.node.transfer_addr),
             )
         })?;
     p.verify().map_err(|e| {
         FsError::new(
-            Kind::Corrupt,
+            Code::Corrupt,
             format!("block {} on {}: {}", cur.block.id, cur.node.id, e.message),
         )
     })?;
@@ -312,7 +313,7 @@ async fn next_piece(cur: &mut BlockIn) -> FsResult<Option<Bytes>> {
     let pkt_end = pkt_start + p.data.len() as u64;
     if pkt_start > cur.pos || (pkt_end < cur.pos) {
         return Err(FsError::new(
-            Kind::Io,
+            Code::Io,
             format!(
                 "block {} on {}: packet at {} does not cover offset {}",
                 cur.block.id,

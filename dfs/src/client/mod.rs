@@ -11,22 +11,22 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hstack_proto::dfs as pb;
-use hstack_proto::dfs::namenode_client::NamenodeClient;
+use hstack_proto::dfs::admin_protocol_client::AdminProtocolClient;
+use hstack_proto::dfs::client_protocol_client::ClientProtocolClient as NamenodeClient;
 use tonic::transport::{Channel, Endpoint};
 
 pub use input::FileReader;
 pub use output::FileWriter;
 pub use retry::Repeat;
 
-use crate::error::{FsError, FsResult, Kind};
-use retry::Backoff;
+use crate::error::{Code, FsError, FsResult};
 
 /// Who the client is and where it runs.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// The user every call runs as (HSTACK_USER, else $USER).
+    /// The user every call runs as (HSTACK_USER, else $USER). The
+    /// namenode looks up the user's groups itself.
     pub user: String,
-    pub groups: Vec<String>,
     /// The host the namenode should consider the client on, for
     /// writer-local placement and nearest-first reads; empty = the address
     /// its calls come from.
@@ -46,9 +46,6 @@ impl Default for ClientOptions {
             user: env("HSTACK_USER")
                 .or_else(|| env("USER"))
                 .unwrap_or_else(|| "hstack".into()),
-            groups: env("HSTACK_GROUPS")
-                .map(|g| g.split(',').map(|s| s.trim().to_string()).collect())
-                .unwrap_or_default(),
             host: env("HSTACK_CLIENT_HOST").unwrap_or_default(),
             lease_renew: Duration::from_secs(1),
             namenode_patience: Duration::from_secs(
@@ -75,6 +72,7 @@ pub struct CreateOptions {
 
 struct Inner {
     nn: NamenodeClient<Channel>,
+    admin: AdminProtocolClient<Channel>,
     opts: ClientOptions,
     client_name: String,
     open_writers: AtomicUsize,
@@ -95,13 +93,13 @@ impl DfsClient {
             .tcp_nodelay(true);
         // Like every call, the first connection waits out a namenode that
         // is restarting.
-        let mut backoff = Backoff::new(opts.namenode_patience);
+        let mut backoff = retry::backoff(opts.namenode_patience);
         let ch = loop {
             match ep.connect().await {
                 Ok(ch) => break ch,
                 Err(e) => {
                     let e = FsError::new(
-                        Kind::Unavailable,
+                        Code::Unavailable,
                         format!(
                             "cannot reach the namenode at {namenode}: {}",
                             retry::with_causes(e.to_string(), std::error::Error::source(&e))
@@ -116,7 +114,10 @@ impl DfsClient {
                 }
             }
         };
-        let nn = NamenodeClient::new(ch)
+        let nn = NamenodeClient::new(ch.clone())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        let admin = AdminProtocolClient::new(ch)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         let client_name = format!(
@@ -126,6 +127,7 @@ impl DfsClient {
         );
         let inner = Arc::new(Inner {
             nn,
+            admin,
             opts,
             client_name,
             open_writers: AtomicUsize::new(0),
@@ -134,9 +136,14 @@ impl DfsClient {
         Ok(Self { inner })
     }
 
-    /// The raw namenode stub, for administrative calls.
+    /// The raw stub of the namenode's client protocol.
     pub fn namenode(&self) -> NamenodeClient<Channel> {
         self.inner.nn.clone()
+    }
+
+    /// The raw stub of the namenode's administrative protocol.
+    pub fn admin(&self) -> AdminProtocolClient<Channel> {
+        self.inner.admin.clone()
     }
 
     pub fn client_name(&self) -> &str {
@@ -147,10 +154,10 @@ impl DfsClient {
         &self.inner.opts.user
     }
 
-    pub(crate) fn caller(&self) -> Option<pb::Caller> {
+    /// Who this client's calls say they come from.
+    pub fn caller(&self) -> Option<pb::Caller> {
         Some(pb::Caller {
             user: self.inner.opts.user.clone(),
-            groups: self.inner.opts.groups.clone(),
             client_name: self.inner.client_name.clone(),
             host: self.inner.opts.host.clone(),
         })
@@ -188,7 +195,7 @@ impl DfsClient {
             })
             .await?;
         r.status
-            .ok_or_else(|| FsError::new(Kind::Io, "mkdirs returned no status"))
+            .ok_or_else(|| FsError::new(Code::Io, "mkdirs returned no status"))
     }
 
     /// `None` when nothing is at `path`.
@@ -368,7 +375,7 @@ impl DfsClient {
             })
             .await?
             .status
-            .ok_or_else(|| FsError::new(Kind::Io, "create returned no status"))?;
+            .ok_or_else(|| FsError::new(Code::Io, "create returned no status"))?;
         self.inner.open_writers.fetch_add(1, Ordering::SeqCst);
         Ok(FileWriter::new(self.clone(), st))
     }
@@ -399,7 +406,6 @@ async fn renew_leases(inner: Weak<Inner>) {
         let req = pb::RenewLeaseRequest {
             caller: Some(pb::Caller {
                 user: i.opts.user.clone(),
-                groups: i.opts.groups.clone(),
                 client_name: i.client_name.clone(),
                 host: i.opts.host.clone(),
             }),

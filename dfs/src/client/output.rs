@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::retry::Repeat;
 use super::DfsClient;
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 use crate::transfer::{self, Packet, PipelineRx, PipelineTx, Recovery, Target};
 
@@ -208,7 +208,7 @@ impl FileWriter {
                 caller: self.client.caller(),
                 path: self.path.clone(),
                 inode_id: self.inode,
-                last: self.prev.map(BlockRec::to_pb),
+                last: self.prev.map(pb::Block::from),
             };
             // A retry of a complete that succeeded succeeds again.
             let done = self
@@ -230,7 +230,7 @@ impl FileWriter {
             }
             if !patience.pause().await {
                 return Err(FsError::new(
-                    Kind::NotReplicatedYet,
+                    Code::NotReplicatedYet,
                     format!(
                         "{}: the namenode did not see the last block's replicas in time; the file is not closed",
                         self.path
@@ -249,7 +249,7 @@ impl FileWriter {
                 caller: self.client.caller(),
                 path: self.path.clone(),
                 inode_id: self.inode,
-                previous: self.prev.map(BlockRec::to_pb),
+                previous: self.prev.map(pb::Block::from),
                 excluded: excluded.to_vec(),
             };
             let r = self
@@ -266,7 +266,7 @@ impl FileWriter {
             match r {
                 Ok(lb) => return Ok(lb),
                 Err(e) => {
-                    if e.kind != Kind::NotReplicatedYet || !patience.pause().await {
+                    if e.code != Code::NotReplicatedYet || !patience.pause().await {
                         return Err(e);
                     }
                 }
@@ -281,7 +281,7 @@ impl FileWriter {
         let mut last_err = None;
         for _ in 0..BLOCK_ATTEMPTS {
             let lb = self.add_block(&excluded).await?;
-            let block = BlockRec::from_pb(lb.block)?;
+            let block = crate::wire::block(lb.block)?;
             match transfer::open_pipeline(
                 block,
                 &targets(&lb.locs),
@@ -303,7 +303,7 @@ impl FileWriter {
                         caller: self.client.caller(),
                         path: self.path.clone(),
                         inode_id: self.inode,
-                        block: Some(BlockRec::to_pb(block)),
+                        block: Some(pb::Block::from(block)),
                     };
                     self.client
                         .call(
@@ -319,7 +319,7 @@ impl FileWriter {
             }
         }
         Err(FsError::new(
-            Kind::Unavailable,
+            Code::Unavailable,
             format!(
                 "{}: could not set up a pipeline for a new block (excluded {}): {}",
                 self.path,
@@ -421,7 +421,7 @@ impl FileWriter {
             );
             if nodes.is_empty() {
                 return Err(FsError::new(
-                    Kind::Unavailable,
+                    Code::Unavailable,
                     format!(
                         "{}: every datanode of the pipeline for block {} failed (last: {why})",
                         self.path, old.id
@@ -430,7 +430,7 @@ impl FileWriter {
             }
             let req = pb::UpdateBlockForPipelineRequest {
                 caller: self.client.caller(),
-                block: Some(BlockRec::to_pb(cur.block)),
+                block: Some(pb::Block::from(cur.block)),
             };
             // A second call only skips a generation stamp.
             let lb = self
@@ -446,7 +446,7 @@ impl FileWriter {
                 .await?;
             let new = BlockRec {
                 len: acked,
-                ..BlockRec::from_pb(lb.block)?
+                ..crate::wire::block(lb.block)?
             };
             let recovery = Recovery {
                 min_gen_stamp: old.gen_stamp,
@@ -463,8 +463,8 @@ impl FileWriter {
                 Ok((tx, rx)) => {
                     let req = pb::UpdatePipelineRequest {
                         caller: self.client.caller(),
-                        old_block: Some(BlockRec::to_pb(cur.block)),
-                        new_block: Some(BlockRec::to_pb(new)),
+                        old_block: Some(pb::Block::from(cur.block)),
+                        new_block: Some(pb::Block::from(new)),
                         new_nodes: nodes.iter().map(|n| n.id.clone()).collect(),
                     };
                     self.client

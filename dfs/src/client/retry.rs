@@ -16,13 +16,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use hstack_proto::dfs::namenode_client::NamenodeClient;
+use hstack_proto::dfs::admin_protocol_client::AdminProtocolClient as AdminClient;
+use hstack_proto::dfs::client_protocol_client::ClientProtocolClient as NamenodeClient;
 use tonic::transport::Channel;
 
 use super::DfsClient;
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 
 /// Whether a call may be sent twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,10 +34,10 @@ pub enum Repeat {
 
 /// Why a failed call may be tried again; `None`: it may not.
 fn retry_reason(s: &tonic::Status, e: &FsError, repeat: Repeat) -> Option<&'static str> {
-    if e.retriable {
+    if e.retry_later {
         return Some("the namenode is starting");
     }
-    if crate::error::from_namenode(s) {
+    if crate::error::is_answer(s) {
         // A considered answer: trying again gets the same.
         return None;
     }
@@ -71,55 +70,54 @@ fn lost_connection(s: &tonic::Status) -> bool {
     matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.source().is_some()
 }
 
-/// Sleeps between tries: 100 ms doubling to 1 s, until the deadline.
-pub(crate) struct Backoff {
-    wait: Duration,
-    deadline: Instant,
-    pauses: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(patience: Duration) -> Self {
-        Self {
-            wait: Duration::from_millis(100),
-            deadline: Instant::now() + patience,
-            pauses: 0,
-        }
-    }
-
-    /// Whether no pause was taken yet (time to say why we wait).
-    pub(crate) fn first(&self) -> bool {
-        self.pauses == 0
-    }
-
-    /// Sleeps before the next try; false once the deadline would pass.
-    pub(crate) async fn pause(&mut self) -> bool {
-        if Instant::now() + self.wait > self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.wait).await;
-        self.pauses += 1;
-        self.wait = (self.wait * 2).min(Duration::from_secs(1));
-        true
-    }
+/// Pauses between tries: about 100 ms doubling to 1 s, with jitter, for
+/// at most `patience`.
+pub(crate) fn backoff(patience: Duration) -> hstack_daemon::Backoff {
+    hstack_daemon::Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+        .with_patience(patience)
 }
 
 impl DfsClient {
-    /// Calls the namenode (`f` builds and sends the request), trying again
-    /// while that is safe (module doc) and the client's patience lasts.
-    pub async fn call<T, F, Fut>(&self, what: &str, repeat: Repeat, mut f: F) -> FsResult<T>
+    /// Calls the namenode's client protocol (`f` builds and sends the
+    /// request), trying again while that is safe (module doc) and the
+    /// client's patience lasts.
+    pub async fn call<T, F, Fut>(&self, what: &str, repeat: Repeat, f: F) -> FsResult<T>
     where
         F: FnMut(NamenodeClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.retrying(what, repeat, self.namenode(), f).await
+    }
+
+    /// The same for the namenode's administrative protocol.
+    pub async fn admin_call<T, F, Fut>(&self, what: &str, repeat: Repeat, f: F) -> FsResult<T>
+    where
+        F: FnMut(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retrying(what, repeat, self.admin(), f).await
+    }
+
+    async fn retrying<C, T, F, Fut>(
+        &self,
+        what: &str,
+        repeat: Repeat,
+        client: C,
+        mut f: F,
+    ) -> FsResult<T>
+    where
+        C: Clone,
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let patience = self.inner.opts.namenode_patience;
-        let mut backoff = Backoff::new(patience);
+        let mut backoff = backoff(patience);
         loop {
-            let s = match f(self.namenode()).await {
+            let s = match f(client.clone()).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => s,
             };
-            let e = if crate::error::from_namenode(&s) {
+            let e = if crate::error::is_answer(&s) {
                 FsError::from(s.clone())
             } else {
                 transport_error(&s)
@@ -132,7 +130,7 @@ impl DfsClient {
             }
             if !backoff.pause().await {
                 return Err(FsError::new(
-                    e.kind,
+                    e.code,
                     format!("{what}: {why}, still after {patience:?}: {e}"),
                 ));
             }
@@ -144,7 +142,7 @@ impl DfsClient {
 fn transport_error(s: &tonic::Status) -> FsError {
     use std::error::Error;
     FsError::new(
-        Kind::Unavailable,
+        Code::Unavailable,
         with_causes(s.message().into(), s.source()),
     )
 }
@@ -168,11 +166,11 @@ pub(crate) fn with_causes(
 /// A lost reply to a call that is not repeated: say that it may have
 /// happened.
 fn unsure(e: FsError, s: &tonic::Status, what: &str) -> FsError {
-    if crate::error::from_namenode(s) || never_sent(s) {
+    if crate::error::is_answer(s) || never_sent(s) {
         return e;
     }
     FsError::new(
-        Kind::Unavailable,
+        Code::Unavailable,
         format!(
             "{what}: lost the connection to the namenode; it may or may not have been done: {e}"
         ),
@@ -205,9 +203,11 @@ mod tests {
         let proxied =
             tonic::Status::unavailable("upstream connect error or disconnect/reset before headers");
         let too_big = tonic::Status::out_of_range("decoded message length too large");
-        let starting: tonic::Status = FsError::new(Kind::SafeMode, "starting").retriable().into();
-        let manual: tonic::Status = FsError::new(Kind::SafeMode, "by an admin").into();
-        let down: tonic::Status = FsError::new(Kind::Unavailable, "edit log failed").into();
+        let starting: tonic::Status = FsError::new(Code::SafeMode, "starting")
+            .retry_later()
+            .into();
+        let manual: tonic::Status = FsError::new(Code::SafeMode, "by an admin").into();
+        let down: tonic::Status = FsError::new(Code::Unavailable, "edit log failed").into();
         for repeat in [Repeat::Idempotent, Repeat::AtMostOnce] {
             assert!(reason(refused.clone(), repeat).is_some());
             assert!(reason(starting.clone(), repeat).is_some());
@@ -222,7 +222,7 @@ mod tests {
         let e = unsure(FsError::from(reset.clone()), &reset, "create /a");
         assert!(e.message.contains("may or may not"), "{}", e.message);
         let e = unsure(FsError::from(manual.clone()), &manual, "create /a");
-        assert_eq!(e.kind, Kind::SafeMode);
+        assert_eq!(e.code, Code::SafeMode);
     }
 
     #[tokio::test]
@@ -241,16 +241,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(never_sent(&s), "{s:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_stops_at_the_deadline() {
-        let mut b = Backoff::new(Duration::from_millis(350));
-        let mut tries = 0;
-        while b.pause().await {
-            tries += 1;
-        }
-        // 100 + 200 ms fit; 400 more would not.
-        assert_eq!(tries, 2);
     }
 }

@@ -23,8 +23,7 @@ use tracing::Instrument;
 
 use super::recovery;
 use super::xceiver::{self, Event, XceiverCtx};
-use super::{block_from_pb, block_to_pb};
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 use crate::transfer::Target;
 
@@ -42,11 +41,9 @@ pub(crate) struct NodeStatus {
     pub registered: AtomicBool,
     /// Registered and the first full block report was accepted.
     pub ready: AtomicBool,
-    /// Why the datanode stopped itself (too many failed volumes).
-    pub fatal: std::sync::Mutex<Option<String>>,
 }
 
-pub(crate) type NamenodeClient = pb::namenode_client::NamenodeClient<Channel>;
+pub(crate) type NamenodeClient = pb::datanode_protocol_client::DatanodeProtocolClient<Channel>;
 
 /// A client that connects when first used and reconnects by itself.
 pub(crate) fn namenode_client(addr: &str) -> anyhow::Result<NamenodeClient> {
@@ -88,15 +85,15 @@ impl Pending {
             Event::Received(b) => {
                 self.deleted.retain(|x| x.id != b.id);
                 self.received.retain(|x| x.id != b.id);
-                self.received.push(block_to_pb(b));
+                self.received.push(pb::Block::from(b));
             }
             Event::Deleted(b) => {
                 self.received.retain(|x| x.id != b.id);
                 self.deleted.retain(|x| x.id != b.id);
-                self.deleted.push(block_to_pb(b));
+                self.deleted.push(pb::Block::from(b));
             }
             Event::Corrupt { block, reason } => self.bad.push(pb::BadBlock {
-                block: Some(block_to_pb(block)),
+                block: Some(pb::Block::from(block)),
                 datanode: id.to_string(),
                 reason,
             }),
@@ -113,30 +110,22 @@ async fn rpc<T>(
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(FsError::from(s)),
         Err(_) => Err(FsError::new(
-            Kind::Unavailable,
+            Code::Unavailable,
             format!("{what}: no answer in {limit:?}"),
         )),
     }
 }
 
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(100))
-    }
-
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
+/// Waits between registration tries, with jitter: after a namenode
+/// restart every datanode comes back, but not in the same instant.
+fn new_backoff() -> hstack_daemon::Backoff {
+    hstack_daemon::Backoff::new(Duration::from_millis(100), MAX_BACKOFF)
 }
 
 impl Actor {
     pub(crate) async fn run(mut self) {
         let mut pending = Pending::default();
-        let mut backoff = Backoff::new();
+        let mut backoff = new_backoff();
         let mut failures = 0u32;
         loop {
             self.status.ready.store(false, Ordering::Relaxed);
@@ -153,10 +142,9 @@ impl Actor {
                             self.namenode
                         );
                     }
-                    let wait = backoff.next();
                     tokio::select! {
                         _ = self.shutdown.wait() => return,
-                        _ = tokio::time::sleep(wait) => continue,
+                        _ = backoff.pause() => continue,
                     }
                 }
             };
@@ -164,7 +152,7 @@ impl Actor {
                 tracing::info!("registered with namenode after {failures} failed tries");
             }
             failures = 0;
-            backoff = Backoff::new();
+            backoff = new_backoff();
             if !self.serve(&mut pending, heartbeat, report_every).await {
                 return;
             }
@@ -186,31 +174,13 @@ impl Actor {
             failed_volumes: self.ctx.store.failed_volumes().len() as u32,
             ..self.me.clone()
         };
-        let cluster_file = self
-            .storage_dirs
-            .first()
-            .map(|d| std::path::Path::new(d).join("cluster_id"));
-        let known = cluster_file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let cluster_id = self.cluster_id().await?;
         let req = pb::DatanodeRegistration {
             info: Some(info),
             storage_dirs: self.storage_dirs.clone(),
-            cluster_id: known.clone(),
+            cluster_id,
         };
         let reply = rpc("register", RPC_TIMEOUT, self.nn.register_datanode(req)).await?;
-        if known.is_empty() && !reply.cluster_id.is_empty() {
-            // From now on this datanode's blocks belong to that cluster.
-            if let Some(f) = &cluster_file {
-                let tmp = f.with_extension("tmp");
-                std::fs::write(&tmp, format!("{}\n", reply.cluster_id))
-                    .and_then(|_| std::fs::rename(&tmp, f))
-                    .map_err(|e| FsError::io(&f.display().to_string(), e))?;
-            }
-            tracing::info!(cluster = %reply.cluster_id, "joined the cluster");
-        }
         if !reply.id.is_empty() && reply.id != self.me.id {
             tracing::warn!(
                 "the namenode calls this datanode {:?}, its id is {:?}; keeping its own",
@@ -237,13 +207,34 @@ impl Actor {
         Ok((heartbeat, report_every))
     }
 
+    /// The cluster this datanode's replicas belong to: kept in the first
+    /// data directory, or (a datanode that holds none yet, checked at
+    /// start) the namenode's, asked once and kept from then on.
+    async fn cluster_id(&mut self) -> FsResult<String> {
+        let first = std::path::Path::new(&self.storage_dirs[0]);
+        let f = super::cluster_id_file(first);
+        if let Ok(id) = std::fs::read_to_string(&f) {
+            if !id.trim().is_empty() {
+                return Ok(id.trim().to_string());
+            }
+        }
+        let reply = rpc("handshake", RPC_TIMEOUT, self.nn.handshake(pb::Empty {})).await?;
+        if reply.cluster_id.is_empty() {
+            return Err(FsError::invalid("the namenode named no cluster id"));
+        }
+        hstack_daemon::write_atomic(&f, format!("{}\n", reply.cluster_id).as_bytes())
+            .map_err(|e| crate::error::io(&f.display().to_string(), e))?;
+        tracing::info!(cluster = %reply.cluster_id, "joined the cluster");
+        Ok(reply.cluster_id)
+    }
+
     async fn full_report(&mut self) -> FsResult<()> {
         let blocks: Vec<pb::Block> = self
             .ctx
             .store
             .report()
             .into_iter()
-            .map(|(b, _)| block_to_pb(b))
+            .map(|(b, _)| pb::Block::from(b))
             .collect();
         let n = blocks.len();
         self.ctx.metrics.replicas.set(n as i64);
@@ -288,7 +279,7 @@ impl Actor {
                         }
                         // The namenode answered, with a refusal: it does not
                         // know us as we think it does. Start over.
-                        Err(e) if e.kind != Kind::Unavailable => {
+                        Err(e) if e.is_answer() && !e.retryable() => {
                             self.ctx.metrics.heartbeat_failures_total.inc();
                             tracing::warn!("heartbeat refused ({e}); registering again");
                             return true;
@@ -363,6 +354,7 @@ impl Actor {
         if !pending.bad.is_empty() {
             let req = pb::ReportBadBlocksRequest {
                 blocks: pending.bad.clone(),
+                caller: None,
             };
             match rpc(
                 "bad block report",
@@ -405,7 +397,7 @@ impl Actor {
 }
 
 async fn replicate(ctx: &XceiverCtx, cmd: pb::ReplicateCommand) {
-    let block = match block_from_pb(cmd.block) {
+    let block = match crate::wire::block(cmd.block) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!("ignoring a replicate command: {e}");

@@ -3,37 +3,48 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hstack_daemon::LogFormat;
 use serde::{Deserialize, Serialize};
 
 /// Every key of a datanode (`--print-default-config` prints them).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct DatanodeConfig {
     /// This datanode's id, unique in the cluster. Empty: a random id is made
     /// on first start and kept in the first data directory (`datanode_id`),
     /// so a restarted datanode is the same node to the namenode.
+    #[arg(long)]
     pub id: String,
     /// Directories (disks) holding replicas, used round-robin.
+    #[arg(long, value_delimiter = ',')]
     pub data_dirs: Vec<String>,
     /// `host:port` of the namenode's RPC server.
+    #[arg(long)]
     pub namenode: String,
     /// Data transfer server (block reads and write pipelines).
+    #[arg(long)]
     pub transfer_addr: String,
     /// gRPC server (replica recovery, visible length).
+    #[arg(long)]
     pub rpc_addr: String,
     /// /metrics, /healthz, /readyz, status page.
+    #[arg(long)]
     pub http_addr: String,
     /// Host clients and other datanodes use to reach this one; empty = the
     /// bound IP (or the hostname when bound to 0.0.0.0).
+    #[arg(long)]
     pub advertise_host: String,
     /// This node's rack, for placement (`/dc/rack` style paths).
+    #[arg(long)]
     pub rack: String,
     /// The block scanner re-verifies every finalized replica this often,
     /// spreading a pass over the period.
+    #[arg(long)]
     pub scan_period_ms: u64,
     /// fsync a replica's files when it is finalized (HDFS's
     /// `dfs.datanode.synconclose`). Off by default, as in HDFS: a replica
     /// lives on several machines, and the page cache reaches disk soon.
+    #[arg(long, action = clap::ArgAction::Set)]
     pub sync_on_close: bool,
     /// Block data moves between disk and memory with `O_DIRECT`: whole
     /// aligned packets are written, and reads come in 1 MiB windows,
@@ -42,16 +53,24 @@ pub struct DatanodeConfig {
     /// through the page cache, as in HDFS, which lets the cache serve hot
     /// blocks. File systems without `O_DIRECT` (tmpfs) fall back on their
     /// own.
+    #[arg(long, action = clap::ArgAction::Set)]
     pub direct_io: bool,
     /// Storage directories that may fail before the datanode stops (HDFS's
     /// `dfs.datanode.failed.volumes.tolerated`). Below `data_dirs`' count.
+    #[arg(long)]
     pub failed_volumes_tolerated: usize,
     /// Every storage directory in service is checked this often, and soon
     /// after a block read or write fails with an I/O error.
+    #[arg(long)]
     pub volume_check_ms: u64,
     /// Runtime worker threads; 0 = one per core.
+    #[arg(long)]
     pub worker_threads: usize,
-    pub log_format: String,
+    /// `human` (one line per event) or `json`.
+    #[arg(long, value_enum)]
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive (`info`, `info,hstack_dfs=debug`); `RUST_LOG` wins.
+    #[arg(long)]
     pub log_level: String,
 }
 
@@ -72,64 +91,10 @@ impl Default for DatanodeConfig {
             failed_volumes_tolerated: 0,
             volume_check_ms: 60_000,
             worker_threads: 0,
-            log_format: "human".into(),
+            log_format: LogFormat::Human,
             log_level: "info".into(),
         }
     }
-}
-
-/// Flags of `hstack datanode`; each overrides the key of the same name.
-#[derive(clap::Args, Clone, Debug, Default, Serialize)]
-pub struct DatanodeFlags {
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Comma-separated directories.
-    #[arg(long, value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dirs: Option<Vec<String>>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namenode: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transfer_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rpc_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advertise_host: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rack: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scan_period_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sync_on_close: Option<bool>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direct_io: Option<bool>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_volumes_tolerated: Option<usize>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub volume_check_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_threads: Option<usize>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
 }
 
 impl DatanodeConfig {
@@ -182,19 +147,20 @@ impl DatanodeConfig {
                 self.data_dirs.len()
             ));
         }
-        if !["human", "json"].contains(&self.log_format.as_str()) {
-            return Err(format!(
-                "log_format = {:?}: expected human or json",
-                self.log_format
-            ));
-        }
         Ok(())
     }
 }
 
+hstack_daemon::role_config!(DatanodeConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_is_a_flag() {
+        hstack_daemon::assert_flags_round_trip::<DatanodeConfig>();
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -1,6 +1,7 @@
 //! The datanode's metrics, registered in the registry a datanode is given
 //! (never the global one), so in-process datanodes keep their own.
 
+use hstack_daemon::metrics::Metrics;
 use prometheus::{IntCounter, IntGauge, Registry};
 
 #[derive(Clone)]
@@ -23,27 +24,11 @@ pub struct DatanodeMetrics {
     pub failed_volumes: IntGauge,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    // Registering twice in one registry means two datanodes share it: a bug.
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once per registry");
-    c
-}
-
 impl DatanodeMetrics {
     pub fn new(r: &Registry) -> Self {
-        let counter = |name: &str, help: &str| {
-            reg(
-                r,
-                IntCounter::new(format!("hstack_datanode_{name}"), help).expect("valid metric"),
-            )
-        };
-        let gauge = |name: &str, help: &str| {
-            reg(
-                r,
-                IntGauge::new(format!("hstack_datanode_{name}"), help).expect("valid metric"),
-            )
-        };
+        let m = Metrics::new(r, "datanode");
+        let counter = |name: &str, help: &str| m.counter(name, help);
+        let gauge = |name: &str, help: &str| m.gauge(name, help);
         Self {
             bytes_written_total: counter(
                 "bytes_written_total",

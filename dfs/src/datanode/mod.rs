@@ -28,111 +28,90 @@ mod scanner;
 mod volumes;
 mod xceiver;
 
-pub use config::{DatanodeConfig, DatanodeFlags};
+pub use config::DatanodeConfig;
 pub use metrics::DatanodeMetrics;
 pub use recovery::DatanodeService;
 pub use xceiver::{serve_transfer, Event, XceiverCtx};
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use hstack_daemon::Shutdown;
+use hstack_daemon::{AtPath, Launch, StartError};
 use hstack_proto::dfs as pb;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use crate::blockstore::BlockStore;
-use crate::error::{FsError, FsResult};
-use crate::namespace::BlockRec;
 use actor::{Actor, NodeStatus};
 
-/// A running datanode: the addresses it bound and how to wait for it.
-pub struct DatanodeHandle {
-    pub id: String,
-    pub transfer_addr: SocketAddr,
-    pub rpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
+/// `hstack datanode`.
+pub struct DatanodeRole;
+
+/// What a running datanode keeps: its store and its standing with the
+/// namenode.
+pub struct Datanode {
     pub store: Arc<BlockStore>,
     status: Arc<NodeStatus>,
-    shutdown: Shutdown,
 }
 
-impl DatanodeHandle {
+impl Datanode {
     /// Registered with the namenode and its first full block report was
     /// accepted (what `/readyz` says).
     pub fn is_ready(&self) -> bool {
         self.status.ready.load(Ordering::Relaxed)
     }
+}
 
-    /// Waits for the shutdown signal. Replicas need no flushing: a replica
-    /// being written is recovered from what reached its files.
-    /// Until the datanode stops: an error if it stopped itself (too many
-    /// failed storage directories).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.shutdown.wait().await;
-        match self
-            .status
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            Some(why) => Err(anyhow::anyhow!(why)),
-            None => Ok(()),
-        }
+impl hstack_daemon::Role for DatanodeRole {
+    const NAME: &'static str = "datanode";
+    type Config = DatanodeConfig;
+    type State = Datanode;
+
+    /// The configured id, else the one kept in the first data directory.
+    fn id(cfg: &DatanodeConfig) -> Result<String, StartError> {
+        let dir = &cfg.data_paths()[0];
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StartError::storage(dir, format!("cannot create the data directory: {e}"))
+        })?;
+        node_id(&cfg.id, dir)
+    }
+
+    fn announce_dir(cfg: &DatanodeConfig) -> PathBuf {
+        cfg.data_paths()[0].clone()
+    }
+
+    /// Returns once the datanode listens; the namenode is reached in the
+    /// background, for as long as it takes. Replicas need no flushing at
+    /// shutdown: a replica being written is recovered from what reached
+    /// its files.
+    async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, StartError> {
+        start(cfg, launch).await
     }
 }
 
-/// Starts a datanode with `cfg` and returns once it is listening; the
-/// namenode is reached in the background, for as long as it takes.
-pub async fn run(
-    cfg: DatanodeConfig,
-    shutdown: Shutdown,
-    registry: prometheus::Registry,
-) -> anyhow::Result<DatanodeHandle> {
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let dirs = cfg.data_paths();
-    std::fs::create_dir_all(&dirs[0])
-        .with_context(|| format!("cannot create data directory {}", dirs[0].display()))?;
-    let id = node_id(&cfg.id, &dirs[0])?;
-    // The caller's span names the role (the CLI's `node{role=datanode}`);
-    // the id is known only now.
-    let span = tracing::info_span!("datanode", id = %id);
-    start(cfg, id, shutdown, registry).instrument(span).await
-}
-
-async fn start(
-    cfg: DatanodeConfig,
-    id: String,
-    shutdown: Shutdown,
-    registry: prometheus::Registry,
-) -> anyhow::Result<DatanodeHandle> {
+async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, StartError> {
+    let id = launch.id().to_string();
     let dirs = cfg.data_paths();
     let (direct_io, tolerated) = (cfg.direct_io, cfg.failed_volumes_tolerated);
+    let open_dirs = dirs.clone();
     let store = tokio::task::spawn_blocking(move || {
-        BlockStore::open(&dirs, tolerated).map(|s| s.with_direct_io(direct_io))
+        BlockStore::open(&open_dirs, tolerated).map(|s| s.with_direct_io(direct_io))
     })
     .await
-    .context("opening the block store")?
-    .map_err(|e| anyhow::anyhow!("cannot open the block store: {e}"))?;
+    .map_err(|e| StartError::failed("opening the block store", e))?
+    .map_err(|e| StartError::storage(&dirs[0], format!("cannot open the block store: {e}")))?;
     let store = Arc::new(store);
-    let metrics = DatanodeMetrics::new(&registry);
-    hstack_daemon::register_build_info(&registry, "datanode");
+    check_cluster_id(&dirs[0], &store)?;
+    let metrics = DatanodeMetrics::new(launch.registry());
 
-    let transfer_listener = tokio::net::TcpListener::bind(cfg.transfer_addr.parse::<SocketAddr>()?)
-        .await
-        .with_context(|| format!("cannot bind transfer_addr {}", cfg.transfer_addr))?;
-    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_addr.parse::<SocketAddr>()?)
-        .await
-        .with_context(|| format!("cannot bind rpc_addr {}", cfg.rpc_addr))?;
-    let transfer_addr = transfer_listener.local_addr()?;
-    let rpc_addr = rpc_listener.local_addr()?;
+    let transfer_listener = launch
+        .bind("transfer", "transfer_addr", &cfg.transfer_addr)
+        .await?;
+    let rpc_listener = launch.bind("rpc", "rpc_addr", &cfg.rpc_addr).await?;
+    let transfer_addr = launch.bound("transfer");
+    let rpc_addr = launch.bound("rpc");
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(XceiverCtx::new(
@@ -147,68 +126,59 @@ async fn start(
     let rows_ctx = ctx.clone();
     let rows_status = status.clone();
     let (namenode, rack) = (cfg.namenode.clone(), cfg.rack.clone());
-    let http_state = hstack_daemon::HttpState {
-        role: "datanode".into(),
-        id: id.clone(),
-        registry: registry.clone(),
-        status: Arc::new(move || {
-            let ready = rows_status.ready.load(Ordering::Relaxed);
-            let (capacity, used, remaining) = rows_ctx.store.usage();
-            let rows = vec![
-                ("id".into(), rows_ctx.id.clone()),
-                ("namenode".into(), namenode.clone()),
-                ("rack".into(), rack.clone()),
-                (
-                    "registered".into(),
-                    rows_status.registered.load(Ordering::Relaxed).to_string(),
-                ),
-                ("blocks".into(), rows_ctx.store.replica_count().to_string()),
-                (
-                    "failed volumes".into(),
-                    rows_ctx
-                        .store
-                        .failed_volumes()
-                        .iter()
-                        .map(|(d, _)| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ),
-                ("capacity".into(), capacity.to_string()),
-                ("used".into(), used.to_string()),
-                ("remaining".into(), remaining.to_string()),
-                ("xceivers".into(), rows_ctx.xceivers().to_string()),
-            ];
-            (ready, rows)
-        }),
-    };
-    let http_addr = hstack_daemon::serve_http(cfg.http_addr.parse()?, http_state, shutdown.clone())
-        .await
-        .with_context(|| format!("cannot serve http_addr {}", cfg.http_addr))?;
+    let status_rows = Arc::new(move || {
+        let ready = rows_status.ready.load(Ordering::Relaxed);
+        let (capacity, used, remaining) = rows_ctx.store.usage();
+        let rows = vec![
+            ("id".into(), rows_ctx.id.clone()),
+            ("namenode".into(), namenode.clone()),
+            ("rack".into(), rack.clone()),
+            (
+                "registered".into(),
+                rows_status.registered.load(Ordering::Relaxed).to_string(),
+            ),
+            ("blocks".into(), rows_ctx.store.replica_count().to_string()),
+            (
+                "failed volumes".into(),
+                rows_ctx
+                    .store
+                    .failed_volumes()
+                    .iter()
+                    .map(|(d, _)| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("capacity".into(), capacity.to_string()),
+            ("used".into(), used.to_string()),
+            ("remaining".into(), remaining.to_string()),
+            ("xceivers".into(), rows_ctx.xceivers().to_string()),
+        ];
+        (ready, rows)
+    });
+    let http_addr = launch
+        .serve_http("http_addr", &cfg.http_addr, status_rows)
+        .await?;
 
     let svc = pb::datanode_server::DatanodeServer::new(DatanodeService::new(ctx.clone()));
-    hstack_daemon::spawn_grpc!(rpc_listener, svc, shutdown.clone(), "datanode")?;
+    launch.serve_grpc("rpc", rpc_listener, move |mut server| {
+        server.add_service(svc)
+    })?;
 
-    let transfer = tokio::spawn(serve_transfer(transfer_listener, ctx.clone()).in_current_span());
-    let scanner = tokio::spawn(
-        scanner::run(ctx.clone(), Duration::from_millis(cfg.scan_period_ms)).in_current_span(),
+    launch.spawn_until_shutdown("transfer", serve_transfer(transfer_listener, ctx.clone()));
+    launch.spawn_until_shutdown(
+        "scanner",
+        scanner::run(ctx.clone(), Duration::from_millis(cfg.scan_period_ms)),
     );
-    let volumes = tokio::spawn(
+    launch.spawn(
+        "volumes",
         volumes::run(
             ctx.clone(),
             Duration::from_millis(cfg.volume_check_ms),
             cfg.failed_volumes_tolerated,
-            status.clone(),
-            shutdown.clone(),
-        )
-        .in_current_span(),
+            launch.fatal(),
+            launch.shutdown(),
+        ),
     );
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        stop.wait().await;
-        transfer.abort();
-        scanner.abort();
-        volumes.abort();
-    });
 
     let advertised = |a: SocketAddr| hstack_daemon::advertised(a, &cfg.advertise_host);
     let transfer_adv = advertised(transfer_addr);
@@ -225,32 +195,53 @@ async fn start(
         rack: cfg.rack.clone(),
         ..Default::default()
     };
+    let nn = actor::namenode_client(&cfg.namenode)
+        .map_err(|e| StartError::bad_value("namenode", &cfg.namenode, e.to_string()))?;
     let actor = Actor {
         ctx: ctx.clone(),
-        nn: actor::namenode_client(&cfg.namenode)?,
+        nn,
         namenode: cfg.namenode.clone(),
         me,
         storage_dirs: cfg.data_dirs.clone(),
         status: status.clone(),
         events: events_rx,
-        shutdown: shutdown.clone(),
+        shutdown: launch.shutdown(),
     };
-    tokio::spawn(actor.run().in_current_span());
+    launch.spawn("actor", actor.run());
 
     tracing::info!(%transfer_addr, %rpc_addr, %http_addr, namenode = %cfg.namenode, "datanode started");
-    Ok(DatanodeHandle {
-        id,
-        transfer_addr,
-        rpc_addr,
-        http_addr,
-        store,
-        status,
-        shutdown,
-    })
+    Ok(Datanode { store, status })
+}
+
+/// Where a datanode keeps the id of the cluster its replicas belong to.
+pub(crate) fn cluster_id_file(first_dir: &Path) -> PathBuf {
+    first_dir.join("cluster_id")
+}
+
+/// A datanode without a cluster id learns it from the namenode, but only
+/// while it holds no replica: replicas with no cluster to belong to might
+/// be another cluster's, and a namenode that does not know them would
+/// delete them.
+fn check_cluster_id(first_dir: &Path, store: &BlockStore) -> Result<(), StartError> {
+    let f = cluster_id_file(first_dir);
+    let known = std::fs::read_to_string(&f).map(|s| s.trim().to_string());
+    let replicas = store.replica_count();
+    match known {
+        Ok(id) if !id.is_empty() => Ok(()),
+        _ if replicas == 0 => Ok(()),
+        _ => Err(StartError::storage(
+            &f,
+            format!(
+                "missing or empty, but the data directories hold {replicas} replicas: \
+                 their cluster is unknown, so this datanode will not join one \
+                 (restore the file from a backup, or empty the directories)"
+            ),
+        )),
+    }
 }
 
 /// The configured id, else the one kept in `dir`, else a new one (kept).
-fn node_id(configured: &str, dir: &Path) -> anyhow::Result<String> {
+fn node_id(configured: &str, dir: &Path) -> Result<String, StartError> {
     if !configured.is_empty() {
         return Ok(configured.to_string());
     }
@@ -259,19 +250,11 @@ fn node_id(configured: &str, dir: &Path) -> anyhow::Result<String> {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        Err(e) => return Err(StartError::storage(&path, e)),
     }
     let id = random_id();
     // Written whole or not at all: a torn id would make a new node.
-    let tmp = dir.join("datanode_id.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{id}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))?;
+    hstack_daemon::write_atomic(&path, format!("{id}\n").as_bytes()).at(&path)?;
     tracing::info!(id = %id, "new datanode id");
     Ok(id)
 }
@@ -290,23 +273,6 @@ fn random_id() -> String {
         &h[16..20],
         &h[20..]
     )
-}
-
-pub(crate) fn block_to_pb(b: BlockRec) -> pb::Block {
-    pb::Block {
-        id: b.id,
-        gen_stamp: b.gen_stamp,
-        len: b.len,
-    }
-}
-
-pub(crate) fn block_from_pb(b: Option<pb::Block>) -> FsResult<BlockRec> {
-    let b = b.ok_or_else(|| FsError::invalid("a block is required"))?;
-    Ok(BlockRec {
-        id: b.id,
-        gen_stamp: b.gen_stamp,
-        len: b.len,
-    })
 }
 
 #[cfg(test)]

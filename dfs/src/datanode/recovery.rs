@@ -20,9 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::xceiver::{Event, XceiverCtx};
-use super::{block_from_pb, block_to_pb};
 use crate::blockstore::ReplicaState;
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +67,7 @@ pub(crate) fn init_recovery(
     ctx.fences.release(claim);
     let (replica, len) = match found {
         Ok(f) => f,
-        Err(e) if e.kind == Kind::FileNotFound => {
+        Err(e) if e.code == Code::FileNotFound => {
             let missing = BlockRec {
                 id: block.id,
                 gen_stamp: 0,
@@ -128,7 +127,7 @@ pub(crate) fn visible_length(ctx: &XceiverCtx, block: BlockRec) -> FsResult<Bloc
     let (replica, len) = ctx.store.visible_len(block.id)?;
     if replica.gen_stamp < block.gen_stamp {
         return Err(FsError::new(
-            Kind::Corrupt,
+            Code::Corrupt,
             format!(
                 "replica of block {} has stamp {}, the reader wants {}",
                 block.id, replica.gen_stamp, block.gen_stamp
@@ -160,10 +159,10 @@ impl pb::datanode_server::Datanode for DatanodeService {
         req: Request<pb::InitRecoveryRequest>,
     ) -> Result<Response<pb::ReplicaRecoveryInfo>, Status> {
         let req = req.into_inner();
-        let block = block_from_pb(req.block)?;
+        let block = crate::wire::block(req.block)?;
         let (rec, state) = init_recovery(&self.ctx, block, req.new_gen_stamp)?;
         Ok(Response::new(pb::ReplicaRecoveryInfo {
-            block: Some(block_to_pb(rec)),
+            block: Some(pb::Block::from(rec)),
             state: state.name().into(),
         }))
     }
@@ -173,17 +172,17 @@ impl pb::datanode_server::Datanode for DatanodeService {
         req: Request<pb::UpdateRecoveryRequest>,
     ) -> Result<Response<pb::Block>, Status> {
         let req = req.into_inner();
-        let block = block_from_pb(req.block)?;
+        let block = crate::wire::block(req.block)?;
         let rec = update_recovery(&self.ctx, block, req.new_gen_stamp, req.new_len)?;
-        Ok(Response::new(block_to_pb(rec)))
+        Ok(Response::new(pb::Block::from(rec)))
     }
 
     async fn get_replica_visible_length(
         &self,
         req: Request<pb::Block>,
     ) -> Result<Response<pb::Block>, Status> {
-        let block = block_from_pb(Some(req.into_inner()))?;
-        Ok(Response::new(block_to_pb(visible_length(
+        let block = crate::wire::block(Some(req.into_inner()))?;
+        Ok(Response::new(pb::Block::from(visible_length(
             &self.ctx, block,
         )?)))
     }
@@ -199,7 +198,7 @@ struct Participant {
 async fn peer(info: &pb::DatanodeInfo) -> FsResult<pb::datanode_client::DatanodeClient<Channel>> {
     let unreachable = |e: String| {
         FsError::new(
-            Kind::Unavailable,
+            Code::Unavailable,
             format!("datanode {} at {}: {e}", info.id, info.rpc_addr),
         )
     };
@@ -225,7 +224,7 @@ async fn init_on(
     let reply = peer(info)
         .await?
         .init_replica_recovery(pb::InitRecoveryRequest {
-            block: Some(block_to_pb(block)),
+            block: Some(pb::Block::from(block)),
             new_gen_stamp,
         })
         .await
@@ -233,7 +232,7 @@ async fn init_on(
         .into_inner();
     let state = RecoveryState::from_name(&reply.state)
         .ok_or_else(|| FsError::invalid(format!("unknown replica state {:?}", reply.state)))?;
-    Ok((block_from_pb(reply.block)?, state))
+    Ok((crate::wire::block(reply.block)?, state))
 }
 
 async fn update_on(
@@ -249,14 +248,14 @@ async fn update_on(
     let reply = peer(info)
         .await?
         .update_replica_under_recovery(pb::UpdateRecoveryRequest {
-            block: Some(block_to_pb(block)),
+            block: Some(pb::Block::from(block)),
             new_gen_stamp,
             new_len,
         })
         .await
         .map_err(FsError::from)?
         .into_inner();
-    block_from_pb(Some(reply))
+    crate::wire::block(Some(reply))
 }
 
 /// What the primary decided: the length to agree on, or that the block
@@ -313,10 +312,10 @@ pub(crate) fn agree(block: BlockRec, answers: &[Option<(BlockRec, RecoveryState)
 /// Runs a recovery as its primary and commits it with the namenode.
 pub(crate) async fn recover(
     ctx: &XceiverCtx,
-    nn: &mut pb::namenode_client::NamenodeClient<Channel>,
+    nn: &mut super::actor::NamenodeClient,
     cmd: pb::RecoverCommand,
 ) -> FsResult<()> {
-    let block = block_from_pb(cmd.block)?;
+    let block = crate::wire::block(cmd.block)?;
     let new_gs = cmd.new_gen_stamp;
     let mut parts = Vec::with_capacity(cmd.replicas.len());
     let mut answers = Vec::with_capacity(cmd.replicas.len());
@@ -343,7 +342,7 @@ pub(crate) async fn recover(
     }
     let commit =
         |new_len: u64, datanodes: Vec<String>, delete_block: bool| pb::CommitBlockSyncRequest {
-            old_block: Some(block_to_pb(block)),
+            old_block: Some(pb::Block::from(block)),
             new_gen_stamp: new_gs,
             new_len,
             datanodes,
@@ -352,7 +351,7 @@ pub(crate) async fn recover(
     let req = match agree(block, &answers) {
         Agreement::Undecided => {
             return Err(FsError::new(
-                Kind::Unavailable,
+                Code::Unavailable,
                 format!(
                     "block {}: no replica at stamp {} or newer answered",
                     block.id, block.gen_stamp
@@ -378,7 +377,7 @@ pub(crate) async fn recover(
             }
             if synced.is_empty() {
                 return Err(FsError::new(
-                    Kind::Unavailable,
+                    Code::Unavailable,
                     format!(
                         "block {}: no replica could be brought to {len} bytes",
                         block.id
@@ -391,7 +390,7 @@ pub(crate) async fn recover(
     let (len, nodes, delete) = (req.new_len, req.datanodes.len(), req.delete_block);
     tokio::time::timeout(PEER_TIMEOUT, nn.commit_block_synchronization(req))
         .await
-        .map_err(|_| FsError::new(Kind::Unavailable, "commit timed out"))?
+        .map_err(|_| FsError::new(Code::Unavailable, "commit timed out"))?
         .map_err(FsError::from)?;
     ctx.metrics.blocks_recovered_total.inc();
     tracing::info!(

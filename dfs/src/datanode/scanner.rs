@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::xceiver::{Event, XceiverCtx};
 use crate::blockstore::ReplicaState;
-use crate::error::Kind;
+use crate::error::Code;
 
 const MAX_GAP: Duration = Duration::from_secs(1);
 /// The first pass starts this soon at most after start-up (a datanode
@@ -62,7 +62,7 @@ pub(crate) async fn pass(ctx: &Arc<XceiverCtx>, period: Duration) -> (u64, u64) 
                 verified += 1;
                 ctx.metrics.scanner_blocks_verified_total.inc();
             }
-            Err(e) if e.kind == Kind::Corrupt => {
+            Err(e) if e.code == Code::Corrupt => {
                 // Still the same replica? (it may have been recovered or
                 // replaced while we read it).
                 let same = ctx

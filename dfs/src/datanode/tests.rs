@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use super::xceiver::{read_remote, replicate};
 use super::*;
 use crate::blockstore::{checksums, ReplicaState};
-use crate::error::Kind;
+use crate::error::{Code, FsError};
+use crate::namespace::BlockRec;
 use crate::transfer::{open_pipeline, Packet, PipelineTx, Recovery, Status, Target, PACKET};
 
 struct Node {
@@ -239,7 +240,7 @@ async fn a_dead_second_target_fails_setup_naming_it() {
         Err(e) => e,
     };
     assert_eq!(e.bad_node, 1, "{}", e.error);
-    assert_eq!(e.error.kind, Kind::Unavailable);
+    assert_eq!(e.error.code, Code::Unavailable);
     assert!(e.error.message.contains("dead"), "{}", e.error);
     assert!(
         dns[0].ctx.store.get(3).is_none(),
@@ -257,7 +258,7 @@ async fn a_dead_second_target_fails_setup_naming_it() {
         Ok(_) => panic!("overwrote a finalized replica"),
         Err(e) => e,
     };
-    assert_eq!((e.bad_node, e.error.kind), (0, Kind::AlreadyExists));
+    assert_eq!((e.bad_node, e.error.code), (0, Code::AlreadyExists));
 }
 
 #[tokio::test]
@@ -266,7 +267,7 @@ async fn bad_reads_are_refused_and_garbage_does_not_stop_the_server() {
     let data = pattern(1000);
     let b = dns[0].put(block(5, 3), &data);
     let e = read_remote(&dns[0].addr, b, 1001, 10).await.unwrap_err();
-    assert_eq!(e.kind, Kind::InvalidArgument);
+    assert_eq!(e.code, Code::InvalidArgument);
     assert_eq!(
         e.message,
         "offset 1001 is past the end of block 5 (1000 bytes)"
@@ -278,10 +279,10 @@ async fn bad_reads_are_refused_and_garbage_does_not_stop_the_server() {
     let e = read_remote(&dns[0].addr, block(6, 1), 0, 10)
         .await
         .unwrap_err();
-    assert_eq!(e.kind, Kind::FileNotFound);
+    assert_eq!(e.code, Code::FileNotFound);
     let newer = BlockRec { gen_stamp: 4, ..b };
     let e = read_remote(&dns[0].addr, newer, 0, 10).await.unwrap_err();
-    assert_eq!(e.kind, Kind::Corrupt, "a stale replica is not served");
+    assert_eq!(e.code, Code::Corrupt, "a stale replica is not served");
 
     for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"HSDT\x07\0\0\0\x01x"] {
         let mut s = tokio::net::TcpStream::connect(&dns[0].addr).await.unwrap();
@@ -363,7 +364,75 @@ async fn a_rebuilt_pipeline_resumes_from_the_acknowledged_bytes() {
         Ok(_) => panic!("a stale replica joined"),
         Err(e) => e,
     };
-    assert_eq!((e.bad_node, e.error.kind), (0, Kind::Corrupt));
+    assert_eq!((e.bad_node, e.error.code), (0, Code::Corrupt));
+}
+
+/// A `WriteBlock` in recovery mode, sent by anyone who can reach the
+/// transfer port, could reopen a finalized replica at length 0 (issue 13's
+/// review): now a finalized replica is never cut, and a replica outside
+/// the recovery's stamps is never touched.
+#[tokio::test]
+async fn a_recovery_write_never_cuts_a_finalized_replica_nor_another_generation() {
+    let dns = nodes(1).await;
+    let data = pattern(3 * PACKET + 100);
+    let b = dns[0].put(block(21, 5), &data);
+    let target = [dns[0].target()];
+    let cut_to_zero = Recovery {
+        min_gen_stamp: 5,
+        from: 0,
+    };
+    let e = match open_pipeline(block(21, 6), &target, "c", Some(cut_to_zero)).await {
+        Ok(_) => panic!("a finalized replica was reopened at length 0"),
+        Err(e) => e,
+    };
+    assert_eq!(e.error.code, Code::AlreadyExists, "{}", e.error);
+    let cut_some = Recovery {
+        min_gen_stamp: 5,
+        from: PACKET as u64,
+    };
+    assert!(open_pipeline(block(21, 6), &target, "c", Some(cut_some))
+        .await
+        .is_err());
+    // Another generation: older and newer stamps than the recovery names.
+    for (min, new) in [(6, 7), (1, 4)] {
+        let other = Recovery {
+            min_gen_stamp: min,
+            from: data.len() as u64,
+        };
+        let e = match open_pipeline(block(21, new), &target, "c", Some(other)).await {
+            Ok(_) => panic!("a replica of stamp 5 joined a recovery of {min}..={new}"),
+            Err(e) => e,
+        };
+        assert_eq!(e.error.code, Code::Corrupt, "{}", e.error);
+    }
+    // Nothing changed: the replica is whole, at its stamp, finalized.
+    let r = dns[0].ctx.store.get(21).unwrap();
+    assert_eq!(
+        (r.state, r.gen_stamp, r.len),
+        (ReplicaState::Finalized, 5, data.len() as u64)
+    );
+    assert_eq!(dns[0].stored(&b), data);
+    // What a writer that missed the last ack does: the same length, a new
+    // stamp. The replica keeps every byte.
+    let restamp = Recovery {
+        min_gen_stamp: 5,
+        from: data.len() as u64,
+    };
+    let (mut tx, mut rx) = open_pipeline(block(21, 6), &target, "c", Some(restamp))
+        .await
+        .unwrap();
+    let packets = send_rest(&mut tx, &data, data.len(), 0).await;
+    for seqno in 0..packets {
+        assert_eq!(rx.next_ack().await.unwrap().seqno, seqno);
+    }
+    let r = dns[0].ctx.store.get(21).unwrap();
+    assert_eq!((r.gen_stamp, r.len), (6, data.len() as u64));
+    assert_eq!(
+        read_remote(&dns[0].addr, block(21, 6), 0, data.len() as u64)
+            .await
+            .unwrap(),
+        data
+    );
 }
 
 #[tokio::test]
@@ -402,7 +471,7 @@ async fn replication_copies_a_replica_and_refuses_to_spread_a_bad_one() {
     bytes[600] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let e = replicate(&dns[0].ctx, c, &to).await.unwrap_err();
-    assert_eq!(e.kind, Kind::Corrupt);
+    assert_eq!(e.code, Code::Corrupt);
     assert!(matches!(&dns[0].events()[..], [Event::Corrupt { block, .. }] if block.id == 13));
     for dn in &dns[1..] {
         let r = dn.ctx.store.get(13);
@@ -510,17 +579,22 @@ async fn run_keeps_its_id_and_serves_without_a_namenode() {
         scan_period_ms: 500,
         ..Default::default()
     };
-    let shutdown = Shutdown::new();
-    let h = run(cfg.clone(), shutdown.clone(), prometheus::Registry::new())
-        .await
-        .unwrap();
+    let start = |cfg: DatanodeConfig| async move {
+        use hstack_daemon::Role;
+        let id = DatanodeRole::id(&cfg).unwrap();
+        let shutdown = hstack_daemon::Shutdown::new();
+        hstack_daemon::launch::<DatanodeRole>(cfg, id, shutdown, prometheus::Registry::new())
+            .await
+            .unwrap()
+    };
+    let h = start(cfg.clone()).await;
     let id = h.id.clone();
     assert_eq!(id.len(), 36, "{id}");
-    assert!(!h.is_ready(), "no namenode, not ready");
-    let transfer = h.transfer_addr.to_string();
+    assert!(!h.state.is_ready(), "no namenode, not ready");
+    let transfer = h.addrs["transfer"].to_string();
     let e = read_remote(&transfer, block(1, 1), 0, 1).await.unwrap_err();
-    assert_eq!(e.kind, Kind::FileNotFound);
-    let mut dn = pb::datanode_client::DatanodeClient::connect(format!("http://{}", h.rpc_addr))
+    assert_eq!(e.code, Code::FileNotFound);
+    let mut dn = pb::datanode_client::DatanodeClient::connect(format!("http://{}", h.addrs["rpc"]))
         .await
         .unwrap();
     let s = dn
@@ -531,11 +605,11 @@ async fn run_keeps_its_id_and_serves_without_a_namenode() {
         })
         .await
         .unwrap_err();
-    assert_eq!(FsError::from(s).kind, Kind::FileNotFound);
-    shutdown.trigger();
+    assert_eq!(FsError::from(s).code, Code::FileNotFound);
+    // Shutdown joins every task, the accept loops included: the ports are
+    // free again and the same configuration starts.
+    h.shutdown().trigger();
     h.wait().await.unwrap();
-    let again = run(cfg, Shutdown::new(), prometheus::Registry::new())
-        .await
-        .unwrap();
+    let again = start(cfg).await;
     assert_eq!(again.id, id, "the id survives a restart");
 }

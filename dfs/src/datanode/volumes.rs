@@ -12,9 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hstack_daemon::Shutdown;
+use hstack_daemon::{Fatal, Shutdown};
 
-use super::actor::NodeStatus;
 use super::xceiver::{Event, XceiverCtx};
 
 /// Checks no more often than this, however many errors ask for it.
@@ -26,7 +25,7 @@ pub(crate) async fn run(
     ctx: Arc<XceiverCtx>,
     every: Duration,
     tolerated: usize,
-    status: Arc<NodeStatus>,
+    fatal: Fatal,
     shutdown: Shutdown,
 ) {
     ctx.metrics
@@ -34,6 +33,7 @@ pub(crate) async fn run(
         .set(ctx.store.failed_volumes().len() as i64);
     loop {
         tokio::select! {
+            _ = shutdown.wait() => return,
             _ = tokio::time::sleep(every) => {}
             _ = ctx.volume_check.notified() => {}
         }
@@ -69,11 +69,12 @@ pub(crate) async fn run(
                 "{} storage directories failed, more than failed_volumes_tolerated = {tolerated}: stopping the datanode",
                 failed.len()
             );
-            tracing::error!("{why}");
-            *status.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-            shutdown.trigger();
+            fatal.fail(why);
             return;
         }
-        tokio::time::sleep(MIN_GAP).await;
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(MIN_GAP) => {}
+        }
     }
 }

@@ -33,7 +33,7 @@ use super::metrics::DatanodeMetrics;
 use crate::blockstore::{
     verify_chunks, BlockReader, BlockStore, Piece, RbwWriter, ReplicaState, CHUNK, READ_WINDOW,
 };
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::BlockRec;
 use crate::transfer::{
     open_pipeline, read_packet, recv_op, timed, write_ack, write_frame, Ack, Op, Packet,
@@ -203,7 +203,7 @@ fn open_replica(
     };
     match store.reopen_rbw(block.id, r.min_gen_stamp, block.gen_stamp, r.from) {
         // A node joining a rebuilt pipeline before any data: start afresh.
-        Err(e) if e.kind == Kind::FileNotFound && r.from == 0 => store.create_rbw(block),
+        Err(e) if e.code == Code::FileNotFound && r.from == 0 => store.create_rbw(block),
         other => other,
     }
 }
@@ -224,7 +224,7 @@ async fn write_block(
         Ok(w) => w,
         Err(e) => {
             ctx.metrics.write_errors_total.inc();
-            if e.kind == Kind::Io {
+            if e.code == Code::Io {
                 ctx.suspect_volumes();
             }
             tracing::warn!(
@@ -481,12 +481,12 @@ impl DiskWriter {
             }
             Err(e) => {
                 ctx.metrics.write_errors_total.inc();
-                if e.kind == Kind::Io {
+                if e.code == Code::Io {
                     ctx.suspect_volumes();
                 }
                 let at = batch.get(good).map_or(0, |(p, _)| p.offset);
                 tracing::warn!("block {id}: failed to store the packet at {at}: {e}");
-                let status = if e.kind == Kind::Corrupt {
+                let status = if e.code == Code::Corrupt {
                     Status::ChecksumError
                 } else {
                     Status::Error
@@ -586,7 +586,7 @@ async fn read_block(
         Ok(r) => r,
         Err(e) => {
             ctx.metrics.read_errors_total.inc();
-            if e.kind == Kind::Io {
+            if e.code == Code::Io {
                 ctx.suspect_volumes();
             }
             tracing::debug!("refused a read of block {}: {e}", block.id);
@@ -716,7 +716,7 @@ pub(crate) async fn replicate(
 ) -> FsResult<()> {
     let replica = ctx.store.get(block.id).ok_or_else(|| {
         FsError::new(
-            Kind::FileNotFound,
+            Code::FileNotFound,
             format!("block {} is not here", block.id),
         )
     })?;
@@ -738,10 +738,10 @@ pub(crate) async fn replicate(
         .await
         .map_err(|se| {
             let who = targets.get(se.bad_node).map_or("?", |t| t.id.as_str());
-            FsError::new(se.error.kind, format!("target {who}: {}", se.error))
+            FsError::new(se.error.code, format!("target {who}: {}", se.error))
         })?;
     let last_seqno = len.div_ceil(PACKET as u64);
-    let peer = |e: io::Error| FsError::new(Kind::Unavailable, format!("pipeline: {e}"));
+    let peer = |e: io::Error| FsError::new(Code::Unavailable, format!("pipeline: {e}"));
     let send = async {
         let mut pos = 0;
         let mut seqno = 0;
@@ -776,7 +776,7 @@ pub(crate) async fn replicate(
             if let Some(i) = a.first_bad() {
                 let who = targets.get(i).map_or("?", |t| t.id.as_str());
                 return Err(FsError::new(
-                    Kind::Io,
+                    Code::Io,
                     format!(
                         "target {who} failed packet {}: {:?}",
                         a.seqno, a.statuses[i]
@@ -803,7 +803,7 @@ pub(crate) async fn read_remote(
     len: u64,
 ) -> FsResult<Vec<u8>> {
     use crate::transfer::{read_frame, send_op};
-    let io = |e: io::Error| FsError::io(addr, e);
+    let io = |e: io::Error| crate::error::io(addr, e);
     let s = crate::transfer::connect(addr).await.map_err(io)?;
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);

@@ -6,64 +6,92 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hstack_daemon::LogFormat;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct NamenodeConfig {
     /// Edit log segments, checkpoint images and the address file.
+    #[arg(long)]
     pub name_dir: String,
     /// Client, admin and datanode RPCs (HDFS's 8020).
+    #[arg(long)]
     pub rpc_addr: String,
     /// /metrics, /healthz, /readyz, status page (HDFS's 9870).
+    #[arg(long)]
     pub http_addr: String,
     /// The user who may do anything (HDFS: the user running the namenode).
     /// Empty = the user running this process.
+    #[arg(long)]
     pub superuser: String,
     /// Members of this group are superusers too.
+    #[arg(long)]
     pub supergroup: String,
     /// For files created without one (dfs.replication).
+    #[arg(long)]
     pub default_replication: u16,
     /// For files created without one (dfs.blocksize).
+    #[arg(long)]
     pub default_block_size: u64,
     /// Smallest block size a client may ask for
     /// (dfs.namenode.fs-limits.min-block-size).
+    #[arg(long)]
     pub min_block_size: u64,
     /// How often datanodes heartbeat (dfs.heartbeat.interval).
+    #[arg(long)]
     pub heartbeat_ms: u32,
     /// How often datanodes send a full block report (dfs.blockreport.intervalMsec).
+    #[arg(long)]
     pub block_report_ms: u32,
     /// A datanode silent this long is dead and its replicas are copied
     /// elsewhere (HDFS: 2 × recheck + 10 × heartbeat = 10.5 min).
+    #[arg(long)]
     pub dead_node_timeout_ms: u64,
     /// How often the replication monitor runs (dfs.namenode.redundancy.interval).
+    #[arg(long)]
     pub replication_interval_ms: u64,
     /// Replications scheduled per run at most.
+    #[arg(long)]
     pub replication_work_per_pass: usize,
     /// A scheduled copy that has not arrived after this long is scheduled
     /// again (dfs.namenode.reconstruction.pending.timeout-sec).
+    #[arg(long)]
     pub pending_replication_timeout_ms: u64,
     /// After this long without a renewal, another client's create may take
     /// the file over (lease recovery starts).
+    #[arg(long)]
     pub lease_soft_limit_ms: u64,
     /// After this long without a renewal, the namenode recovers the lease
     /// on its own: the file is closed at the length its replicas agree on.
+    #[arg(long)]
     pub lease_hard_limit_ms: u64,
     /// Share of blocks that must have a reported replica before safe mode
     /// ends by itself (dfs.namenode.safemode.threshold-pct).
+    #[arg(long)]
     pub safemode_threshold: f64,
     /// How long safe mode lasts after the threshold is reached
     /// (dfs.namenode.safemode.extension).
+    #[arg(long)]
     pub safemode_extension_ms: u64,
     /// A checkpoint is taken this often…
+    #[arg(long)]
     pub checkpoint_period_s: u64,
     /// …or after this many edits, whichever comes first.
+    #[arg(long)]
     pub checkpoint_txns: u64,
     /// `HOST=RACK` entries; a datanode whose host is listed is placed on
     /// that rack whatever it says itself.
+    #[arg(long, value_delimiter = ',')]
     pub rack_map: Vec<String>,
+    /// Runtime worker threads; 0 = one per core.
+    #[arg(long)]
     pub worker_threads: usize,
-    pub log_format: String,
+    /// `human` (one line per event) or `json`.
+    #[arg(long, value_enum)]
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive (`info`, `info,hstack_dfs=debug`); `RUST_LOG` wins.
+    #[arg(long)]
     pub log_level: String,
 }
 
@@ -92,79 +120,10 @@ impl Default for NamenodeConfig {
             checkpoint_txns: 1_000_000,
             rack_map: vec![],
             worker_threads: 0,
-            log_format: "human".into(),
+            log_format: LogFormat::Human,
             log_level: "info".into(),
         }
     }
-}
-
-/// Flags of `hstack namenode`; each overrides the key of the same name.
-#[derive(clap::Args, Clone, Debug, Default, Serialize)]
-pub struct NamenodeFlags {
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name_dir: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rpc_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub superuser: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_replication: Option<u16>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_block_size: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_block_size: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_ms: Option<u32>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_node_timeout_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replication_interval_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_replication_timeout_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_soft_limit_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_hard_limit_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub safemode_threshold: Option<f64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub safemode_extension_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint_period_s: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint_txns: Option<u64>,
-    /// Comma-separated `HOST=RACK` entries.
-    #[arg(long, value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rack_map: Option<Vec<String>>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_threads: Option<usize>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
 }
 
 impl NamenodeConfig {
@@ -218,12 +177,6 @@ impl NamenodeConfig {
         if self.checkpoint_period_s == 0 || self.checkpoint_txns == 0 {
             return Err("checkpoint_period_s and checkpoint_txns must be > 0".into());
         }
-        if !["human", "json"].contains(&self.log_format.as_str()) {
-            return Err(format!(
-                "log_format = {:?}: expected human or json",
-                self.log_format
-            ));
-        }
         self.racks()?;
         Ok(())
     }
@@ -246,9 +199,16 @@ impl NamenodeConfig {
     }
 }
 
+hstack_daemon::role_config!(NamenodeConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_is_a_flag() {
+        hstack_daemon::assert_flags_round_trip::<NamenodeConfig>();
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_values_named() {

@@ -31,7 +31,7 @@ pub struct Footprint {
 
 fn resident_bytes() -> FsResult<u64> {
     let s = std::fs::read_to_string("/proc/self/statm")
-        .map_err(|e| FsError::io("/proc/self/statm", e))?;
+        .map_err(|e| crate::error::io("/proc/self/statm", e))?;
     let pages: u64 = s
         .split_whitespace()
         .nth(1)
@@ -117,13 +117,13 @@ pub fn memory_footprint(files: u64) -> FsResult<Footprint> {
     drop(bm);
     let dir = std::env::temp_dir().join(format!("hstack-footprint-{}", std::process::id()));
     let at = dir.display().to_string();
-    std::fs::create_dir_all(&dir).map_err(|e| FsError::io(&at, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| crate::error::io(&at, e))?;
     let started = Instant::now();
     let saved = crate::editlog::save_image(&dir, &ns.into_image());
     let image_write_seconds = started.elapsed().as_secs_f64();
     let size = saved.and_then(|p| std::fs::metadata(p).map(|m| m.len()));
     let _ = std::fs::remove_dir_all(&dir);
-    let image_bytes = size.map_err(|e| FsError::io(&at, e))?;
+    let image_bytes = size.map_err(|e| crate::error::io(&at, e))?;
     Ok(Footprint {
         files,
         blocks,

@@ -11,27 +11,30 @@
 
 mod config;
 mod footprint;
+mod groups;
 mod metrics;
 mod monitor;
-mod service;
+mod ops;
+mod rpc;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use config::{NamenodeConfig, NamenodeFlags};
+pub use config::NamenodeConfig;
 pub use footprint::{memory_footprint, Footprint};
-use hstack_daemon::Shutdown;
+use groups::Groups;
+use hstack_daemon::{AtPath, Launch, StartError};
 use metrics::NnMetrics;
 
 use crate::blockmap::{BlockMap, Command, Expected, NodeIdx};
 use crate::editlog::{self, EditLog, Journal, LocalJournal};
-use crate::error::{FsError, FsResult, Kind};
+use crate::error::{Code, FsError, FsResult};
 use crate::namespace::{BlockRec, Caller, Edit, Effects, InodeId, Namespace};
 
 /// The lease holder name the namenode takes a file over with while it
@@ -176,11 +179,18 @@ impl State {
     pub fn node_idx(&self, id: &str) -> FsResult<NodeIdx> {
         self.bm.idx_of(id).ok_or_else(|| {
             FsError::new(
-                Kind::FileNotFound,
+                Code::DatanodeNotRegistered,
                 format!("datanode {id} is not registered (register first)"),
             )
         })
     }
+}
+
+/// Which of an active/standby pair this namenode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HaState {
+    Active,
+    Standby,
 }
 
 pub struct Namenode {
@@ -193,6 +203,11 @@ pub struct Namenode {
     name_dir: PathBuf,
     /// The txid of the newest checkpoint and when it was taken.
     last_checkpoint: Mutex<(u64, Instant)>,
+    /// Callers' groups, as this host knows them.
+    groups: Groups,
+    /// A standby serves no reads or writes (`ops::Namenode::gate`). No
+    /// namenode is a standby until high availability comes.
+    standby: AtomicBool,
 }
 
 impl Namenode {
@@ -211,7 +226,7 @@ impl Namenode {
             let mut st = self.lock();
             if let Some(e) = self.log.failure() {
                 return Err(FsError::new(
-                    Kind::Unavailable,
+                    Code::Unavailable,
                     format!("the edit log failed ({e}); this namenode accepts no changes"),
                 ));
             }
@@ -238,28 +253,25 @@ impl Namenode {
             )
         };
         let e = FsError::new(
-            Kind::SafeMode,
+            Code::SafeMode,
             format!("Cannot {what}: the namenode is in safe mode: {reason}"),
         );
         // The start-up safe mode ends by itself: clients wait it out.
-        Err(if st.safe.manual { e } else { e.retriable() })
+        Err(if st.safe.manual { e } else { e.retry_later() })
     }
 }
 
 /// The cluster id kept in `dir/VERSION`, made up the first time.
-fn cluster_id(dir: &Path) -> anyhow::Result<String> {
+fn cluster_id(dir: &Path) -> Result<String, StartError> {
     let f = dir.join("VERSION");
     if let Ok(s) = std::fs::read_to_string(&f) {
         if let Some(id) = s.lines().find_map(|l| l.strip_prefix("cluster_id=")) {
             return Ok(id.trim().to_string());
         }
-        anyhow::bail!("{} has no cluster_id line", f.display());
+        return Err(StartError::storage(&f, "has no cluster_id line"));
     }
     let id = format!("CID-{:016x}", rand::random::<u64>());
-    let tmp = dir.join("VERSION.tmp");
-    std::fs::write(&tmp, format!("cluster_id={id}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &f)?;
+    hstack_daemon::write_atomic(&f, format!("cluster_id={id}\n").as_bytes()).at(&f)?;
     tracing::info!(cluster = %id, "new cluster id");
     Ok(id)
 }
@@ -295,6 +307,9 @@ fn namespace_on_disk(
                 ns = Some(Namespace::from_image(img, &superuser, &cfg.supergroup)?);
                 break;
             }
+            // An image of a format this build does not read: stop, rather
+            // than start from an older one and leave it behind.
+            Err(e) if e.code == Code::Unimplemented => anyhow::bail!("{e}"),
             Err(e) => tracing::warn!("skipping image {}: {e}", path.display()),
         }
     }
@@ -317,40 +332,41 @@ fn namespace_on_disk(
     Ok(ns)
 }
 
-pub struct NamenodeHandle {
-    pub rpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub node: Arc<Namenode>,
-    shutdown: Shutdown,
-    monitor: tokio::task::JoinHandle<()>,
-}
+/// `hstack namenode`.
+pub struct NamenodeRole;
 
-impl NamenodeHandle {
-    /// Waits for the shutdown signal, then for the monitor to stop (it
-    /// lets a checkpoint being written finish).
-    pub async fn wait(self) {
-        self.shutdown.wait().await;
-        let _ = self.monitor.await;
+impl hstack_daemon::Role for NamenodeRole {
+    const NAME: &'static str = "namenode";
+    type Config = NamenodeConfig;
+    type State = Arc<Namenode>;
+
+    fn id(_cfg: &NamenodeConfig) -> Result<String, StartError> {
+        Ok("nn".into())
+    }
+
+    fn announce_dir(cfg: &NamenodeConfig) -> PathBuf {
+        cfg.name_path()
+    }
+
+    async fn start(cfg: NamenodeConfig, launch: &mut Launch) -> Result<Arc<Namenode>, StartError> {
+        start(cfg, launch).await
     }
 }
 
-/// Starts a namenode and returns once it listens.
-pub async fn run(
-    cfg: NamenodeConfig,
-    shutdown: Shutdown,
-    registry: prometheus::Registry,
-) -> anyhow::Result<NamenodeHandle> {
-    cfg.validate().map_err(anyhow::Error::msg)?;
+/// Loads the namespace, binds and serves; returns once it listens.
+async fn start(cfg: NamenodeConfig, launch: &mut Launch) -> Result<Arc<Namenode>, StartError> {
     let dir = cfg.name_path().join("current");
-    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_addr.parse::<SocketAddr>()?).await?;
-    let rpc_addr = rpc_listener.local_addr()?;
+    let rpc_listener = launch.bind("rpc", "rpc_addr", &cfg.rpc_addr).await?;
     let (ns, journal) = {
-        let (dir, cfg) = (dir.clone(), cfg.clone());
-        tokio::task::spawn_blocking(move || load(&dir, &cfg)).await??
+        let (load_dir, cfg) = (dir.clone(), cfg.clone());
+        tokio::task::spawn_blocking(move || load(&load_dir, &cfg))
+            .await
+            .map_err(|e| StartError::failed("loading the namespace", e))?
+            .at(&dir)?
     };
     let txid = ns.txid;
     let cluster = cluster_id(&dir)?;
-    let log = EditLog::start(Box::new(journal), txid + 1)?;
+    let log = EditLog::start(Box::new(journal), txid + 1).at(&dir)?;
     let mut bm = BlockMap::default();
     // Nothing a datanode reports is deleted until safe mode ends.
     bm.postpone_deletes = true;
@@ -371,6 +387,9 @@ pub async fn run(
                 .insert(inode);
         }
     }
+    let racks = cfg
+        .racks()
+        .map_err(|m| StartError::bad_value("rack_map", cfg.rack_map.join(","), m))?;
     let state = State {
         ns,
         bm,
@@ -383,10 +402,9 @@ pub async fn run(
             reached: None,
         },
         rng: StdRng::from_entropy(),
-        racks: cfg.racks().map_err(anyhow::Error::msg)?,
+        racks,
     };
-    hstack_daemon::register_build_info(&registry, "namenode");
-    let metrics = NnMetrics::new(&registry);
+    let metrics = NnMetrics::new(launch.registry());
     let node = Arc::new(Namenode {
         cfg: cfg.clone(),
         cluster_id: cluster,
@@ -395,32 +413,51 @@ pub async fn run(
         metrics,
         name_dir: dir,
         last_checkpoint: Mutex::new((txid, Instant::now())),
+        groups: Groups::default(),
+        standby: AtomicBool::new(false),
     });
 
     let status_node = node.clone();
-    let http_state = hstack_daemon::HttpState {
-        role: "namenode".into(),
-        id: "nn".into(),
-        registry: registry.clone(),
-        status: Arc::new(move || status_node.status_rows()),
-    };
-    let http_addr =
-        hstack_daemon::serve_http(cfg.http_addr.parse()?, http_state, shutdown.clone()).await?;
-    let svc = hstack_proto::dfs::namenode_server::NamenodeServer::new(service::NamenodeService {
-        nn: node.clone(),
-    })
-    .max_decoding_message_size(256 << 20)
-    .max_encoding_message_size(256 << 20);
-    hstack_daemon::spawn_grpc!(rpc_listener, svc, shutdown.clone(), "namenode")?;
-    let monitor = tokio::spawn(monitor::run(node.clone(), shutdown.clone()));
-    tracing::info!(%rpc_addr, %http_addr, txid, "namenode started");
-    Ok(NamenodeHandle {
-        rpc_addr,
-        http_addr,
-        node,
-        shutdown,
-        monitor,
-    })
+    let http_addr = launch
+        .serve_http(
+            "http_addr",
+            &cfg.http_addr,
+            Arc::new(move || status_node.status_rows()),
+        )
+        .await?;
+    let (client, admin, datanode) = (
+        rpc::ClientService { nn: node.clone() },
+        rpc::AdminService { nn: node.clone() },
+        rpc::DatanodeProtocolService { nn: node.clone() },
+    );
+    launch.serve_grpc("rpc", rpc_listener, move |mut server| {
+        use hstack_proto::dfs::{
+            admin_protocol_server::AdminProtocolServer,
+            client_protocol_server::ClientProtocolServer,
+            datanode_protocol_server::DatanodeProtocolServer,
+        };
+        let max = rpc::MAX_MESSAGE;
+        server
+            .add_service(
+                ClientProtocolServer::new(client)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                AdminProtocolServer::new(admin)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                DatanodeProtocolServer::new(datanode)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+    })?;
+    // The monitor lets a checkpoint being written finish before it stops.
+    launch.spawn("monitor", monitor::run(node.clone(), launch.shutdown()));
+    tracing::info!(rpc_addr = %launch.bound("rpc"), %http_addr, txid, "namenode started");
+    Ok(node)
 }
 
 impl Namenode {

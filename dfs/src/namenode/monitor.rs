@@ -29,8 +29,8 @@ pub async fn run(nn: Arc<Namenode>, shutdown: Shutdown) {
             _ = shutdown.wait() => {
                 if let Some(h) = checkpointing.take() {
                     // Let an image being written finish rather than leave
-                    // its temporary file behind (NamenodeHandle::wait
-                    // waits for this task).
+                    // its temporary file behind (shutdown joins
+                    // the monitor).
                     let _ = h.await;
                 }
                 return;

@@ -4,10 +4,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hstack_coord::{Client, Code, CreateMode, EventKind, LeaderElection, Lock, MultiOp};
+use hstack_coord_client::{Client, Code, CreateMode, EventKind, LeaderElection, Lock, MultiOp};
 use hstack_tests::{wait_for, CoordEnsemble};
 
-async fn expect_code<T: std::fmt::Debug>(r: Result<T, hstack_coord::CoordError>, code: Code) {
+async fn expect_code<T: std::fmt::Debug>(
+    r: Result<T, hstack_coord_client::CoordError>,
+    code: Code,
+) {
     match r {
         Err(e) => assert_eq!(e.code, code, "{e}"),
         Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
@@ -321,21 +324,21 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     for p in ["a", "/a/", "//", "/a/./b", "/a/../b", "/a\0b", ""] {
         let e = c.create(p, b"", CreateMode::Persistent).await.unwrap_err();
-        assert_eq!(e.code, Code::BadArguments, "{p:?}: {e}");
+        assert_eq!(e.code, Code::InvalidArgument, "{p:?}: {e}");
         assert!(e.message.contains("invalid path"), "{e}");
-        expect_code(c.get_data(p, false).await, Code::BadArguments).await;
-        expect_code(c.set_data(p, b"", None).await, Code::BadArguments).await;
+        expect_code(c.get_data(p, false).await, Code::InvalidArgument).await;
+        expect_code(c.set_data(p, b"", None).await, Code::InvalidArgument).await;
     }
-    let big = vec![0u8; hstack_coord::MAX_DATA + 1];
+    let big = vec![0u8; hstack_coord_client::MAX_DATA + 1];
     let e = c
         .create("/big", &big, CreateMode::Persistent)
         .await
         .unwrap_err();
     assert!(
-        e.code == Code::BadArguments && e.message.contains("limit"),
+        e.code == Code::InvalidArgument && e.message.contains("limit"),
         "{e}"
     );
-    expect_code(c.set_data("/ok", &big, None).await, Code::BadArguments).await;
+    expect_code(c.set_data("/ok", &big, None).await, Code::InvalidArgument).await;
     expect_code(c.set_data("/ok", b"x", Some(5)).await, Code::BadVersion).await;
     expect_code(c.delete("/ok/child", Some(3)).await, Code::BadVersion).await;
     expect_code(
@@ -356,7 +359,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     .await;
     expect_code(
         c.create("/ttl", b"", CreateMode::Ttl(Duration::ZERO)).await,
-        Code::BadArguments,
+        Code::InvalidArgument,
     )
     .await;
 
@@ -381,8 +384,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let leader = ens.wait_leader(Duration::from_secs(5)).await.unwrap();
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     let c = ens.client_only(leader).await.unwrap();
-    let mut o =
-        hstack_coord::ClientOptions::new(vec![ens.nodes[follower as usize - 1].addr("client")]);
+    let mut o = hstack_coord_client::ClientOptions::new(vec![
+        ens.nodes[follower as usize - 1].addr("client")
+    ]);
     o.session_timeout = Duration::from_millis(1000);
     o.request_timeout = Duration::from_secs(5);
     let short = Client::connect(o).await.unwrap();
@@ -417,7 +421,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         Duration::from_secs(10),
         || {
             let short = short.clone();
-            async move { (short.state() == hstack_coord::SessionState::Expired).then_some(()) }
+            async move { (short.state() == hstack_coord_client::SessionState::Expired).then_some(()) }
         },
     )
     .await

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hstack_coord::{Client, ClientOptions, CreateMode, EventKind};
+use hstack_coord_client::{Client, ClientOptions, CreateMode, EventKind};
 use hstack_tests::{hstack_spawn, http_get, wait_for, CoordEnsemble};
 
 /// Every key in `keys` exists on member `id` (read from it alone, after a sync).
@@ -159,7 +159,7 @@ async fn member_kept_down_catches_up_from_a_snapshot() {
     let snapshot_taken = wait_for("a snapshot on the leader", Duration::from_secs(10), || {
         let m = metrics.clone();
         async move {
-            let body = http_get(&m, "/metrics").await?;
+            let (_, body) = http_get(&m, "/metrics").await?;
             body.lines()
                 .find(|l| l.starts_with("hstack_coord_snapshots_total "))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
@@ -382,14 +382,14 @@ async fn membership_change_adds_and_removes_a_member() {
         .unwrap();
     // a fourth, uninitialized member joins as learner then voter
     let extra = CoordEnsemble::start_unjoined(&mut ens, 4).await.unwrap();
-    let info = hstack_coord::proto::MemberInfo {
+    let info = hstack_coord_client::proto::MemberInfo {
         id: 4,
         raft_addr: extra.0,
         client_addr: extra.1.clone(),
         http_addr: extra.2,
         ..Default::default()
     };
-    let r = hstack_coord::add_member(&ens.client_addrs(), info, true)
+    let r = hstack_coord_client::add_member(&ens.client_addrs(), info, true)
         .await
         .unwrap();
     assert!(r.members.iter().any(|m| m.id == 4 && m.voter), "{r:?}");
@@ -398,12 +398,12 @@ async fn membership_change_adds_and_removes_a_member() {
     let on4 = Client::connect(o).await.unwrap();
     on4.sync("/").await.unwrap();
     assert_eq!(on4.get_data("/before", false).await.unwrap().0, b"x");
-    let r = hstack_coord::remove_member(&ens.client_addrs(), 4)
+    let r = hstack_coord_client::remove_member(&ens.client_addrs(), 4)
         .await
         .unwrap();
     assert!(!r.members.iter().any(|m| m.id == 4), "{r:?}");
     // removing the unknown is a clear error
-    let e = hstack_coord::remove_member(&ens.client_addrs(), 9)
+    let e = hstack_coord_client::remove_member(&ens.client_addrs(), 9)
         .await
         .unwrap_err();
     assert!(e.message.contains("not in the ensemble"), "{e}");
@@ -436,10 +436,11 @@ async fn paused_leader_is_replaced_and_writes_through_a_follower_go_on() {
         "MEASURED: writes through a follower resumed {:?} after the leader was paused",
         t0.elapsed()
     );
-    let new_leader = hstack_coord::members_of(&ens.nodes[follower as usize - 1].addr("client"))
-        .await
-        .unwrap()
-        .leader_id;
+    let new_leader =
+        hstack_coord_client::members_of(&ens.nodes[follower as usize - 1].addr("client"))
+            .await
+            .unwrap()
+            .leader_id;
     assert_ne!(new_leader, leader);
     ens.node(leader).resume();
     // The old leader steps down, catches up, and serves the new value.

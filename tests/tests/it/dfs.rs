@@ -7,7 +7,7 @@ use std::time::Duration;
 use hstack_tests::dfs::{dn_host, pattern as data, put_file as put, read_file as read};
 use hstack_tests::hstack_dfs::client::{ClientOptions, CreateOptions, DfsClient};
 use hstack_tests::hstack_dfs::placement::max_per_rack;
-use hstack_tests::hstack_dfs::Kind;
+use hstack_tests::hstack_dfs::Code;
 use hstack_tests::{hstack, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
@@ -146,15 +146,15 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
         v
     };
     let before = snapshot(c.clone()).await;
-    let expect = |r: Result<(), hstack_tests::hstack_dfs::FsError>, kind: Kind, words: &str| {
+    let expect = |r: Result<(), hstack_tests::hstack_dfs::FsError>, kind: Code, words: &str| {
         let e = r.expect_err("must fail");
-        assert_eq!(e.kind, kind, "{e}");
+        assert_eq!(e.code, kind, "{e}");
         assert!(e.message.contains(words), "{e} lacks {words:?}");
     };
     for bad in ["a", "//", "/a/./b", "/a/../b", "/a\0b", ""] {
         match c.mkdirs(bad, 0, true).await {
             Ok(st) => panic!("{bad:?} was accepted: {st:?}"),
-            Err(e) => assert_eq!(e.kind, Kind::InvalidPath, "{bad:?}: {e}"),
+            Err(e) => assert_eq!(e.code, Code::InvalidPath, "{bad:?}: {e}"),
         }
     }
     let over = c
@@ -166,10 +166,10 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
             },
         )
         .await;
-    expect(over.map(|_| ()), Kind::IsDirectory, "is a directory");
+    expect(over.map(|_| ()), Code::IsDirectory, "is a directory");
     expect(
         c.delete("/d", false).await,
-        Kind::DirectoryNotEmpty,
+        Code::DirectoryNotEmpty,
         "not empty",
     );
     let w = c
@@ -183,52 +183,56 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
         .await;
     expect(
         w.map(|_| ()),
-        Kind::InvalidArgument,
+        Code::InvalidArgument,
         "more than the 6 datanodes",
     );
     expect(
         c.set_replication("/d/f", 9).await,
-        Kind::InvalidArgument,
+        Code::InvalidArgument,
         "datanodes",
     );
     expect(
         c.set_replication("/d/f", 0).await,
-        Kind::InvalidArgument,
+        Code::InvalidArgument,
         "at least 1",
     );
     let mut r = c.open("/d/f").await?;
-    expect(r.seek(1001), Kind::InvalidArgument, "past the end");
+    expect(r.seek(1001), Code::InvalidArgument, "past the end");
     expect(
         c.open("/nope").await.map(|_| ()),
-        Kind::FileNotFound,
+        Code::FileNotFound,
         "/nope",
     );
     // Permission: alice cannot write in the superuser's 0755 directory.
     let alice = cluster.client_as(Some("alice"), None).await?;
     let w = alice.create("/d/alice", &CreateOptions::default()).await;
-    expect(w.map(|_| ()), Kind::PermissionDenied, "user=alice");
+    expect(w.map(|_| ()), Code::PermissionDenied, "user=alice");
     expect(
         alice.delete("/d/f", false).await,
-        Kind::PermissionDenied,
+        Code::PermissionDenied,
         "alice",
     );
     // Safe mode refuses writes.
-    let mut nn = c.namenode();
-    nn.set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
-        action: "enter".into(),
-    })
-    .await?;
+    let mut admin = c.admin();
+    admin
+        .set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
+            action: hstack_tests::hstack_proto_dfs::SafeModeAction::SafeModeEnter as i32,
+            caller: c.caller(),
+        })
+        .await?;
     let w = c.create("/d/safe", &CreateOptions::default()).await;
-    expect(w.map(|_| ()), Kind::SafeMode, "safe mode");
+    expect(w.map(|_| ()), Code::SafeMode, "safe mode");
     expect(
         c.mkdirs("/d/x", 0, false).await.map(|_| ()),
-        Kind::SafeMode,
+        Code::SafeMode,
         "safe mode",
     );
-    nn.set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
-        action: "leave".into(),
-    })
-    .await?;
+    admin
+        .set_safe_mode(hstack_tests::hstack_proto_dfs::SafeModeRequest {
+            action: hstack_tests::hstack_proto_dfs::SafeModeAction::SafeModeLeave as i32,
+            caller: c.caller(),
+        })
+        .await?;
     assert_eq!(
         snapshot(c.clone()).await,
         before,
@@ -243,8 +247,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
             user: c.user().to_string(),
             client_name: "raw-writer".into(),
             host: "127.0.0.1".into(),
-            ..Default::default()
         };
+        let mut nn = c.namenode();
         let st = nn
             .create(pb::CreateRequest {
                 caller: Some(caller.clone()),
@@ -271,7 +275,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
             .await
             .expect_err("no replica reported")
             .into();
-        assert_eq!(e.kind, Kind::NotReplicatedYet, "{e}");
+        assert_eq!(e.code, Code::NotReplicatedYet, "{e}");
         assert!(e.message.contains("retry"), "{e}");
         let lbs = c.block_locations("/d/nry", 0, 0).await?;
         assert_eq!(lbs.blocks.len(), 1, "{lbs:?}");

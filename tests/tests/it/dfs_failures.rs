@@ -8,19 +8,13 @@ use std::time::Duration;
 
 use hstack_tests::dfs::{dn_host, files_under, pattern as data, put_file, read_file as read};
 use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
-use hstack_tests::hstack_proto_dfs as pb;
 use hstack_tests::{hstack, hstack_spawn, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
 
 /// The ids of the datanodes the namenode sees live.
 async fn live_ids(c: &DfsClient) -> Option<HashSet<String>> {
-    let report = c
-        .namenode()
-        .get_datanode_report(pb::Empty {})
-        .await
-        .ok()?
-        .into_inner();
+    let report = hstack_tests::dfs::report_of(c).await.ok()?;
     Some(
         report
             .datanodes
@@ -64,12 +58,7 @@ async fn wait_dead(c: &DfsClient, id: &str) -> anyhow::Result<()> {
         &format!("{id} declared dead"),
         Duration::from_secs(30),
         || async {
-            let r = c
-                .namenode()
-                .get_datanode_report(pb::Empty {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = hstack_tests::dfs::report_of(c).await.ok()?;
             r.datanodes
                 .iter()
                 .any(|d| d.id == id && d.state == "dead")
@@ -269,12 +258,7 @@ async fn decommission_drains_a_node_first() -> anyhow::Result<()> {
     let (ok, _, err) = hstack(&["admin", "--namenode", &nn, "decommission", "dn1"])?;
     assert!(ok, "{err}");
     wait_for("dn1 decommissioned", Duration::from_secs(30), || async {
-        let r = c
-            .namenode()
-            .get_datanode_report(pb::Empty {})
-            .await
-            .ok()?
-            .into_inner();
+        let r = hstack_tests::dfs::report_of(&c).await.ok()?;
         r.datanodes
             .iter()
             .any(|d| d.id == "dn1" && d.state == "decommissioned")
@@ -368,11 +352,7 @@ async fn a_namenode_on_an_empty_name_dir_touches_no_block() -> anyhow::Result<()
         },
     )
     .await?;
-    let r = fresh
-        .namenode()
-        .get_datanode_report(pb::Empty {})
-        .await?
-        .into_inner();
+    let r = hstack_tests::dfs::report_of(&fresh).await?;
     assert!(
         r.datanodes.is_empty(),
         "datanodes of another cluster registered: {:?}",
@@ -503,6 +483,7 @@ async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() ->
     let http = cluster.dn_by_id("dn1").addr("http");
     let metrics = hstack_tests::http_get(&http, "/metrics")
         .await
+        .map(|(_, body)| body)
         .unwrap_or_default();
     assert!(
         metrics.contains("hstack_datanode_failed_volumes 1"),

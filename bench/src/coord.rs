@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::{Client, ClientOptions, CreateMode};
-use crate::error::{Code, CoordError, Result};
+use hstack_coord_client::error::Result;
+use hstack_coord_client::{Client, ClientOptions, Code, CoordError, CreateMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -52,7 +52,7 @@ pub struct BenchReport {
 pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
     if opts.concurrency == 0 || opts.sessions == 0 || opts.keys == 0 {
         return Err(CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             "concurrency, sessions and keys must be > 0",
         ));
     }
@@ -73,7 +73,7 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
     }
     let value = vec![b'v'; opts.value_size];
     let setup = &clients[0];
-    crate::recipes::ensure_path(setup, "/bench").await?;
+    hstack_coord_client::ensure_path(setup, "/bench").await?;
     for k in 0..opts.keys {
         let p = format!("/bench/k{k:06}");
         match setup.create(&p, &value, CreateMode::Persistent).await {

@@ -12,7 +12,7 @@ use crate::error::{Code, CoordError, Result};
 
 async fn connect(addr: &str) -> Result<CoordClient<tonic::transport::Channel>> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| CoordError::new(Code::BadArguments, format!("bad address {addr:?}: {e}")))?
+        .map_err(|e| CoordError::new(Code::InvalidArgument, format!("bad address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30));
     let ch = ep
@@ -22,15 +22,9 @@ async fn connect(addr: &str) -> Result<CoordClient<tonic::transport::Channel>> {
     Ok(CoordClient::new(ch))
 }
 
+/// The member's error, by its code, with the member named.
 fn status_err(addr: &str, s: tonic::Status) -> CoordError {
-    let code = match s.code() {
-        tonic::Code::InvalidArgument => Code::BadArguments,
-        tonic::Code::NotFound => Code::NoNode,
-        tonic::Code::Unavailable if s.message().contains("NotLeader") => Code::NotLeader,
-        tonic::Code::Unavailable => Code::Unavailable,
-        _ => Code::RuntimeInconsistency,
-    };
-    CoordError::new(code, format!("{addr}: {}", s.message()))
+    CoordError::from_status(&s).context(addr)
 }
 
 /// Asks one member for its view of the ensemble.
@@ -45,7 +39,7 @@ pub async fn members_of(addr: &str) -> Result<pb::MembersReply> {
 /// The first answer from any of `addrs`, preferring one that knows a leader.
 pub async fn members(addrs: &[String]) -> Result<pb::MembersReply> {
     let mut fallback = None;
-    let mut last_err = CoordError::new(Code::BadArguments, "no member addresses given");
+    let mut last_err = CoordError::new(Code::InvalidArgument, "no member addresses given");
     for a in addrs {
         match members_of(a).await {
             Ok(r) if r.leader_id != 0 => return Ok(r),

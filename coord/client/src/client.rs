@@ -22,8 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::transport::Endpoint;
 
 use crate::error::{Code, CoordError, Result};
-use crate::session::stat_from_pb;
-use crate::tree::Stat;
+use crate::stat::Stat;
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -177,7 +176,7 @@ impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Self> {
         if opts.members.is_empty() {
             return Err(CoordError::new(
-                Code::BadArguments,
+                Code::InvalidArgument,
                 "no members to connect to",
             ));
         }
@@ -314,12 +313,8 @@ impl Client {
                 )
             })?
             .map_err(|_| CoordError::new(Code::SessionExpired, "the session is closed"))??;
-        match Code::from_pb(
-            pb::ErrorCode::try_from(r.code).unwrap_or(pb::ErrorCode::RuntimeInconsistency),
-        ) {
-            None => Ok(r),
-            Some(code) => Err(CoordError::new(code, r.message)),
-        }
+        crate::error::of_reply(r.code, r.message.clone())?;
+        Ok(r)
     }
 
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
@@ -344,7 +339,7 @@ impl Client {
             .await?;
         match r.result {
             Some(pb::reply::Result::Create(c)) => {
-                Ok((c.path, stat_from_pb(c.stat.unwrap_or_default())))
+                Ok((c.path, Stat::from(c.stat.unwrap_or_default())))
             }
             _ => Err(unexpected()),
         }
@@ -370,7 +365,7 @@ impl Client {
             }))
             .await?;
         match r.result {
-            Some(pb::reply::Result::Stat(s)) => Ok(stat_from_pb(s)),
+            Some(pb::reply::Result::Stat(s)) => Ok(Stat::from(s)),
             _ => Err(unexpected()),
         }
     }
@@ -384,7 +379,7 @@ impl Client {
             .await?;
         match r.result {
             Some(pb::reply::Result::Data(d)) => {
-                Ok((d.data, stat_from_pb(d.stat.unwrap_or_default())))
+                Ok((d.data, Stat::from(d.stat.unwrap_or_default())))
             }
             _ => Err(unexpected()),
         }
@@ -401,7 +396,7 @@ impl Client {
             .await
         {
             Ok(r) => match r.result {
-                Some(pb::reply::Result::Stat(s)) => Ok(Some(stat_from_pb(s))),
+                Some(pb::reply::Result::Stat(s)) => Ok(Some(Stat::from(s))),
                 _ => Err(unexpected()),
             },
             Err(e) if e.code == Code::NoNode => Ok(None),
@@ -426,7 +421,7 @@ impl Client {
             .await?;
         match r.result {
             Some(pb::reply::Result::Children(c)) => {
-                Ok((c.children, stat_from_pb(c.stat.unwrap_or_default())))
+                Ok((c.children, Stat::from(c.stat.unwrap_or_default())))
             }
             _ => Err(unexpected()),
         }
@@ -441,9 +436,9 @@ impl Client {
                 _ => 0,
             })
             .sum();
-        if total > 3 * crate::tree::MAX_DATA {
+        if total > 3 * crate::MAX_DATA {
             return Err(CoordError::new(
-                Code::BadArguments,
+                Code::InvalidArgument,
                 format!("a multi of {total} bytes of data is too large"),
             ));
         }
@@ -490,7 +485,7 @@ impl Client {
         let r = self.call(Op::Multi(pb::Multi { ops: reqs })).await?;
         let convert = |r: Option<pb::reply::Result>| match r {
             Some(pb::reply::Result::Create(c)) => MultiResult::Created(c.path),
-            Some(pb::reply::Result::Stat(s)) => MultiResult::Set(stat_from_pb(s)),
+            Some(pb::reply::Result::Stat(s)) => MultiResult::Set(Stat::from(s)),
             Some(pb::reply::Result::Empty(_)) => MultiResult::Checked,
             _ => MultiResult::Deleted,
         };
@@ -535,13 +530,13 @@ impl Client {
 /// Refuses data over the limit before it is sent (the server refuses it
 /// too, but a message far over the limit would only break the connection).
 fn check_size(data: &[u8]) -> Result<()> {
-    if data.len() > crate::tree::MAX_DATA {
+    if data.len() > crate::MAX_DATA {
         return Err(CoordError::new(
-            Code::BadArguments,
+            Code::InvalidArgument,
             format!(
                 "data is {} bytes; the limit is {}",
                 data.len(),
-                crate::tree::MAX_DATA
+                crate::MAX_DATA
             ),
         ));
     }
@@ -661,7 +656,7 @@ async fn connection(
         Ok(Some(Ok(pb::ServerFrame {
             frame: Some(Out::Error(e)),
         }))) => {
-            if e.code == pb::ErrorCode::SessionExpired as i32 && sid != 0 {
+            if e.code == Code::SessionExpired as i32 && sid != 0 {
                 shared.state.send_replace(SessionState::Expired);
                 shared.emit(EventKind::Expired, "", 0);
                 return ConnEnd::Over;
@@ -769,7 +764,7 @@ async fn connection(
                     }
                     Some(Out::Pong(p)) => shared.note_zxid(p.zxid),
                     Some(Out::Error(e)) => {
-                        if e.code == pb::ErrorCode::SessionExpired as i32 {
+                        if e.code == Code::SessionExpired as i32 {
                             shared.state.send_replace(SessionState::Expired);
                             shared.emit(EventKind::Expired, "", 0);
                             for (_, (tx, _)) in pending.drain() {
@@ -823,8 +818,8 @@ fn watch_reg(op: &Op) -> Option<WatchReg> {
 
 impl WatchReg {
     fn record(self, shared: &Shared, code: i32) {
-        let ok = code == pb::ErrorCode::Ok as i32;
-        let no_node = code == pb::ErrorCode::NoNode as i32;
+        let ok = code == Code::Ok as i32;
+        let no_node = code == Code::NoNode as i32;
         let mut w = shared.watches();
         match self {
             WatchReg::Data(p) if ok => {

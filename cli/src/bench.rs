@@ -1,0 +1,275 @@
+//! `hstack bench …`: parses, runs an engine of `hstack-bench`, prints.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use hstack_bench::coord::{BenchOpts, Workload};
+use hstack_bench::dfs::{DfsBench, DfsWorkload, NnBench, NnOp};
+
+use crate::dfs::NnEndpoint;
+use crate::output::{self, human_bytes, parse_size};
+use crate::zk::Endpoints;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Closed-loop load on the coordination service: ops/s and latency.
+    Coord(BenchCoordArgs),
+    /// File system throughput: write or read files through the datanodes.
+    Dfs(BenchDfsArgs),
+    /// Namenode operations per second over real RPC (NNThroughputBenchmark's shape).
+    Namenode(BenchNamenodeArgs),
+    /// The namenode's memory per file and block, measured in this process.
+    NamenodeMemory(BenchMemoryArgs),
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Coord(a) => coord(a).await,
+        BenchCmd::Dfs(a) => dfs(a).await,
+        BenchCmd::Namenode(a) => namenode(a).await,
+        BenchCmd::NamenodeMemory(a) => memory(a),
+    }
+}
+
+#[derive(Args)]
+pub struct BenchCoordArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[arg(long, value_enum, default_value = "write")]
+    workload: Workload,
+    /// Outstanding requests.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Sessions the requests are spread over (at most one per request).
+    #[arg(long, default_value_t = 16)]
+    sessions: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Linearizable reads (read index through the leader).
+    #[arg(long)]
+    linearizable: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn coord(a: BenchCoordArgs) -> anyhow::Result<()> {
+    let opts = BenchOpts {
+        members: a.endpoints.coord_members()?,
+        workload: a.workload,
+        concurrency: a.concurrency,
+        sessions: a.sessions,
+        warmup: Duration::from_secs(a.warmup_secs),
+        duration: Duration::from_secs(a.duration_secs.max(1)),
+        value_size: a.value_size,
+        keys: a.keys,
+        linearizable: a.linearizable,
+    };
+    let r = hstack_bench::coord::run_bench(opts).await?;
+    if a.json {
+        return output::json(&r);
+    }
+    output::table(
+        &[
+            "workload",
+            "outstanding",
+            "sessions",
+            "ops/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "errors",
+        ],
+        &[vec![
+            format!("{:?}", r.workload).to_lowercase(),
+            r.concurrency.to_string(),
+            r.sessions.to_string(),
+            format!("{:.0}", r.ops_per_sec),
+            format!("{} µs", r.p50_us),
+            format!("{} µs", r.p99_us),
+            format!("{} µs", r.p999_us),
+            r.errors.to_string(),
+        ]],
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchDfsArgs {
+    #[command(flatten)]
+    endpoint: NnEndpoint,
+    #[arg(value_enum)]
+    workload: DfsWorkload,
+    /// Bytes per file (suffixes k, m, g, …: powers of 1024).
+    #[arg(long, default_value = "1g", value_parser = parse_size)]
+    size: u64,
+    /// Files written (or read) at once, one per client task.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 3)]
+    replication: u32,
+    /// Block size (default: the namenode's).
+    #[arg(long, value_parser = parse_size)]
+    block_size: Option<u64>,
+    /// Directory of the benchmark files (`read` reads what `write` left).
+    #[arg(long, default_value = "/bench/dfs")]
+    dir: String,
+    /// Before reading, flush and drop the page cache (needs root): a cold read.
+    #[arg(long)]
+    drop_caches: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn dfs(a: BenchDfsArgs) -> anyhow::Result<()> {
+    let c = a.endpoint.connect().await?;
+    let b = DfsBench {
+        workload: a.workload,
+        size: a.size,
+        concurrency: a.concurrency,
+        replication: a.replication,
+        block_size: a.block_size.unwrap_or(0),
+        dir: a.dir.clone(),
+        drop_caches: a.drop_caches,
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let total = a.size.saturating_mul(a.concurrency as u64);
+    let bar = output::progress(
+        &format!("{:?}", a.workload).to_lowercase(),
+        Some(total),
+        a.json,
+    );
+    let shown = {
+        let (done, bar) = (done.clone(), bar.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let r = hstack_bench::dfs::run_dfs(&c, &b, done).await;
+    shown.abort();
+    bar.finish_and_clear();
+    let r = r?;
+    if a.json {
+        return output::json(&r);
+    }
+    output::table(
+        &[
+            "workload",
+            "files",
+            "bytes",
+            "replication",
+            "seconds",
+            "MB/s",
+        ],
+        &[vec![
+            format!("{:?}", r.workload).to_lowercase(),
+            r.files.to_string(),
+            human_bytes(r.bytes),
+            r.replication.to_string(),
+            format!("{:.2}", r.seconds),
+            format!("{:.0}", r.mb_per_sec),
+        ]],
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchNamenodeArgs {
+    #[command(flatten)]
+    endpoint: NnEndpoint,
+    #[arg(value_enum)]
+    op: NnOp,
+    /// Operations in total.
+    #[arg(long, default_value_t = 100_000)]
+    ops: u64,
+    /// Client tasks issuing them (each waits for its answer: outstanding
+    /// requests), spread over `--connections` connections.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Files and directories go under this directory.
+    #[arg(long, default_value = "/bench/nn")]
+    dir: String,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn namenode(a: BenchNamenodeArgs) -> anyhow::Result<()> {
+    if a.connections == 0 {
+        anyhow::bail!("--connections must be at least 1");
+    }
+    let mut clients = Vec::new();
+    for _ in 0..a.connections {
+        clients.push(a.endpoint.connect().await?);
+    }
+    let b = NnBench {
+        op: a.op,
+        ops: a.ops,
+        concurrency: a.concurrency,
+        dir: a.dir.clone(),
+    };
+    let r = hstack_bench::dfs::run_namenode(&clients, &b).await?;
+    if a.json {
+        return output::json(&r);
+    }
+    output::table(
+        &["op", "ops", "outstanding", "seconds", "ops/s", "errors"],
+        &[vec![
+            format!("{:?}", r.op).to_lowercase(),
+            r.ops.to_string(),
+            r.concurrency.to_string(),
+            format!("{:.2}", r.seconds),
+            format!("{:.0}", r.ops_per_sec),
+            r.errors.to_string(),
+        ]],
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchMemoryArgs {
+    /// Files, each with one block of three replicas.
+    #[arg(long, default_value_t = 1_000_000)]
+    files: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn memory(a: BenchMemoryArgs) -> anyhow::Result<()> {
+    let r = hstack_bench::dfs::memory_footprint(a.files)?;
+    if a.json {
+        return output::json(&r);
+    }
+    output::table(
+        &[
+            "files",
+            "blocks",
+            "objects",
+            "resident bytes",
+            "bytes/object",
+            "image write",
+            "image size",
+        ],
+        &[vec![
+            r.files.to_string(),
+            r.blocks.to_string(),
+            r.objects.to_string(),
+            human_bytes(r.bytes),
+            format!("{:.1}", r.bytes_per_object),
+            format!("{:.0} ms", r.image_write_seconds * 1e3),
+            human_bytes(r.image_bytes),
+        ]],
+    );
+    Ok(())
+}

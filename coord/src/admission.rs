@@ -1,0 +1,114 @@
+//! Who may speak to a member, until authentication exists: peer traffic
+//! (Raft, forwarded proposals, session liveness) only from the hosts of
+//! configured members, and membership changes only from this host or a
+//! member's. A member's hosts are those of its Raft address in the current
+//! membership, and those of `initial_members`; a member in no ensemble yet,
+//! with no initial members, hears only this host (loopback). No empty
+//! value widens the check.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::error::{Code, CoordError};
+use crate::node::Node;
+
+/// The IP addresses `addr` (`host:port`) stands for; none if it does not
+/// resolve.
+async fn ips_of(addr: &str) -> Vec<IpAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return vec![a.ip()];
+    }
+    match tokio::net::lookup_host(addr).await {
+        Ok(found) => found.map(|a| a.ip()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+impl Node {
+    /// The hosts of the configured members (membership and
+    /// `initial_members`), resolved again when the membership changes or
+    /// `fresh` asks (a host that moved).
+    async fn member_ips(&self, fresh: bool) -> HashSet<IpAddr> {
+        let mut addrs: Vec<String> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(_, n)| n.raft_addr.clone())
+                .collect()
+        };
+        if let Ok(initial) = self.cfg.parse_initial_members() {
+            addrs.extend(initial.into_iter().map(|(_, n)| n.raft_addr));
+        }
+        addrs.sort();
+        if !fresh {
+            let cache = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((known, ips)) = cache.as_ref() {
+                if *known == addrs {
+                    return ips.clone();
+                }
+            }
+        }
+        let mut ips = HashSet::new();
+        for a in &addrs {
+            ips.extend(ips_of(a).await);
+        }
+        *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Some((addrs, ips.clone()));
+        ips
+    }
+
+    async fn is_member_host(&self, ip: IpAddr) -> (bool, bool) {
+        let members = self.member_ips(false).await;
+        if members.contains(&ip) {
+            return (true, false);
+        }
+        let members = self.member_ips(true).await;
+        (members.contains(&ip), members.is_empty())
+    }
+
+    /// Admits peer traffic from `remote` only if it is a configured
+    /// member's host (loopback, for a member in no ensemble yet).
+    pub(crate) async fn admit_peer(&self, remote: Option<SocketAddr>) -> Result<(), CoordError> {
+        let Some(ip) = remote.map(|a| a.ip()) else {
+            return Err(refused("peer traffic from an unknown address"));
+        };
+        let (member, none) = self.is_member_host(ip).await;
+        if member || (none && ip.is_loopback()) {
+            return Ok(());
+        }
+        tracing::warn!(%ip, "refused peer traffic from a host that is not a member");
+        Err(refused(&format!(
+            "peer traffic from {ip}: not the host of a configured member"
+        )))
+    }
+
+    /// Admits a membership change (`what`) from this host, a member's, or
+    /// one of `named` (what a bootstrap names).
+    pub(crate) async fn admit(
+        &self,
+        remote: Option<SocketAddr>,
+        named: &[String],
+        what: &str,
+    ) -> Result<(), CoordError> {
+        let Some(ip) = remote.map(|a| a.ip()) else {
+            return Err(refused(&format!("{what}: from an unknown address")));
+        };
+        if ip.is_loopback() || self.is_member_host(ip).await.0 {
+            return Ok(());
+        }
+        for a in named {
+            if ips_of(a).await.contains(&ip) {
+                return Ok(());
+            }
+        }
+        tracing::warn!(%ip, "refused to {what} for a host that is not a member");
+        Err(refused(&format!(
+            "{what}: refused from {ip}, which is not this host nor a member's (run it on a member's host)"
+        )))
+    }
+}
+
+fn refused(message: &str) -> CoordError {
+    CoordError::new(Code::NotAMember, message)
+}
