@@ -3,7 +3,10 @@
 //! configured members, and membership changes only from this host or a
 //! member's. A member's hosts are those of its Raft address in the current
 //! membership, and those of `initial_members`; a member in no ensemble yet,
-//! with no initial members, hears only this host (loopback). No empty
+//! with no initial members, hears only this host. "This host" is
+//! 127.0.0.1, ::1, and the addresses this member binds and advertises —
+//! not every loopback address, so that members on 127.0.0.1 and a stranger
+//! on 127.0.0.9 can be told apart (the tests do exactly that). No empty
 //! value widens the check.
 
 use std::collections::HashSet;
@@ -67,14 +70,35 @@ impl Node {
         (members.contains(&ip), members.is_empty())
     }
 
+    /// This host's addresses: 127.0.0.1, ::1, and what this member binds
+    /// and advertises.
+    async fn own_ips(&self) -> HashSet<IpAddr> {
+        let mut ips: HashSet<IpAddr> = [
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into();
+        for a in [&self.cfg.client_addr, &self.cfg.raft_addr] {
+            if let Ok(a) = a.parse::<SocketAddr>() {
+                if !a.ip().is_unspecified() {
+                    ips.insert(a.ip());
+                }
+            }
+        }
+        if !self.cfg.advertise_host.is_empty() {
+            ips.extend(ips_of(&format!("{}:0", self.cfg.advertise_host)).await);
+        }
+        ips
+    }
+
     /// Admits peer traffic from `remote` only if it is a configured
-    /// member's host (loopback, for a member in no ensemble yet).
+    /// member's host (this host, for a member in no ensemble yet).
     pub(crate) async fn admit_peer(&self, remote: Option<SocketAddr>) -> Result<(), CoordError> {
         let Some(ip) = remote.map(|a| a.ip()) else {
             return Err(refused("peer traffic from an unknown address"));
         };
         let (member, none) = self.is_member_host(ip).await;
-        if member || (none && ip.is_loopback()) {
+        if member || (none && self.own_ips().await.contains(&ip)) {
             return Ok(());
         }
         tracing::warn!(%ip, "refused peer traffic from a host that is not a member");
@@ -94,7 +118,7 @@ impl Node {
         let Some(ip) = remote.map(|a| a.ip()) else {
             return Err(refused(&format!("{what}: from an unknown address")));
         };
-        if ip.is_loopback() || self.is_member_host(ip).await.0 {
+        if self.own_ips().await.contains(&ip) || self.is_member_host(ip).await.0 {
             return Ok(());
         }
         for a in named {

@@ -56,7 +56,9 @@ impl<C> DaemonArgs<C> {
 /// A key's default as clap's default value(s), so `--help` shows it and
 /// the role's derive finds every key present.
 fn with_default(arg: clap::Arg, default: &Value) -> clap::Arg {
-    let arg = arg.required(false);
+    // A flag given twice: the last wins (scripts that append flags).
+    let id = arg.get_id().clone();
+    let arg = arg.required(false).overrides_with(id);
     match default {
         Value::Array(items) if items.is_empty() => arg,
         Value::Array(items) => arg.default_values(items.iter().map(scalar).collect::<Vec<_>>()),
@@ -422,6 +424,10 @@ mod tests {
         // a flag set to its default value still counts as given
         let a = parse(&["--ratio", "0.5"]);
         assert_eq!(a.flags.len(), 1);
+        // a flag given twice: the last wins
+        let a = parse(&["--port", "7", "--port", "8", "--peers", "a", "--peers", "b,c"]);
+        assert_eq!(a.flags["port"].as_integer(), Some(8));
+        assert_eq!(a.flags["peers"].as_array().map(Vec::len), Some(2));
         // bad values are clap's clear errors
         let mut argv = vec!["test", "--port", "x"];
         assert!(Cli::try_parse_from(&argv).is_err());

@@ -35,8 +35,9 @@ impl Shutdown {
 
     /// Triggers on SIGTERM or SIGINT.
     pub fn trigger_on_signals(&self) {
+        use tracing::Instrument;
         let me = self.clone();
-        tokio::spawn(async move {
+        let watch = async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut term), Ok(mut int)) = (
                 signal(SignalKind::terminate()),
@@ -50,7 +51,8 @@ impl Shutdown {
                 _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
             }
             me.trigger();
-        });
+        };
+        tokio::spawn(watch.in_current_span());
     }
 }
 

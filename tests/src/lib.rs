@@ -17,6 +17,7 @@ use hstack_daemon::process::DaemonProcess;
 
 pub use hstack_coord_client as hstack_coord;
 pub use hstack_dfs;
+pub use hstack_proto;
 pub use hstack_proto::dfs as hstack_proto_dfs;
 
 pub mod dfs;
@@ -101,9 +102,10 @@ impl Proc {
             .map_err(anyhow::Error::msg)
     }
 
-    /// SIGTERM, then wait for a clean exit (SIGKILL after `grace`).
-    pub fn terminate(&mut self, grace: Duration) {
-        self.inner.terminate(grace);
+    /// SIGTERM, then wait for a clean exit (SIGKILL after `grace`); how it
+    /// exited if it did by itself.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.inner.terminate(grace)
     }
 
     /// Starts the daemon again on the same data directory and addresses.
@@ -314,6 +316,32 @@ pub fn hstack(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     ))
+}
+
+/// What a finished `hstack` command did.
+#[derive(Debug)]
+pub struct Ran {
+    /// The exit status (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `hstack ARGS…` with `env` added to its environment (the rest of
+/// its environment is this process's, without any `HSTACK_*` variable).
+pub fn hstack_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Ran> {
+    let mut cmd = Command::new(hstack_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HSTACK_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.args(args).envs(env.iter().copied()).output()?;
+    Ok(Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    })
 }
 
 /// Starts `hstack ARGS…` in the background, its stdin and stdout piped.

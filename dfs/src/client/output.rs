@@ -359,9 +359,30 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Ends the current block: an empty last packet, then every ack.
+    /// Ends the current block: every data packet acknowledged first, then
+    /// an empty last packet and its ack. Waiting first, as HDFS does, means
+    /// a datanode finalizes a replica only after the writer holds an ack
+    /// for all of its bytes: a pipeline rebuilt after that never has to cut
+    /// a finalized replica (which datanodes refuse), only re-stamp it.
     async fn end_block(&mut self) -> FsResult<()> {
+        if !self.buf.is_empty() {
+            self.flush_packet(false).await?;
+        }
+        self.wait_acked().await?;
         self.flush_packet(true).await?;
+        self.wait_acked().await?;
+        let cur = self.cur.take().expect("a block is open");
+        cur.reader.abort();
+        self.prev = Some(BlockRec {
+            len: cur.sent,
+            ..cur.block
+        });
+        Ok(())
+    }
+
+    /// Until every packet sent is acknowledged, rebuilding the pipeline
+    /// as often as it fails.
+    async fn wait_acked(&mut self) -> FsResult<()> {
         loop {
             let shared = self.cur.as_ref().expect("a block is open").shared.clone();
             let notified = shared.changed.notified();
@@ -378,12 +399,6 @@ impl FileWriter {
             }
             notified.await;
         }
-        let cur = self.cur.take().expect("a block is open");
-        cur.reader.abort();
-        self.prev = Some(BlockRec {
-            len: cur.sent,
-            ..cur.block
-        });
         Ok(())
     }
 

@@ -296,7 +296,14 @@ async fn lock_excludes_and_tokens_increase() {
     let l1 = e1.campaign(b"one").await.unwrap();
     let e2 = LeaderElection::new(c2.clone(), "/election");
     let waiting = tokio::spawn(async move { e2.campaign(b"two").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second contender has joined (its candidate node is there, behind
+    // the first's): from now on it can only be waiting.
+    wait_for("the second candidate", Duration::from_secs(10), || {
+        let c1 = c1.clone();
+        async move { (c1.get_children("/election", false).await.ok()?.len() == 2).then_some(()) }
+    })
+    .await
+    .unwrap();
     assert!(!waiting.is_finished(), "two leaders at once");
     assert_eq!(e1.leader().await.unwrap().unwrap(), b"one");
     let t1 = l1.token;

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hstack_tests::dfs::{dn_host, pattern as data, put_file as put, read_file as read};
-use hstack_tests::hstack_dfs::client::{ClientOptions, CreateOptions, DfsClient};
+use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
 use hstack_tests::hstack_dfs::placement::max_per_rack;
 use hstack_tests::hstack_dfs::Code;
+use anyhow::Context;
 use hstack_tests::{hstack, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
@@ -360,20 +361,38 @@ async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyho
     .await?;
     cluster.nn.kill9();
     // A client that starts while the namenode is down waits for it (HDFS's
-    // connect retries), through its start-up safe mode, and then works.
-    let patient = {
-        let nn = cluster.nn.addr("rpc");
-        tokio::spawn(async move {
-            let c2 = DfsClient::connect(&nn, ClientOptions::default()).await?;
-            put(&c2, "/during", &data(B + 3, 77)).await?;
-            anyhow::Ok(c2)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!patient.is_finished(), "a put succeeded with no namenode");
+    // connect retries), through its start-up safe mode, and then works: a
+    // real `hstack dfs put`, whose warning shows it is waiting, not failed.
+    let during = data(B + 3, 77);
+    let local = cluster.dir.path().join("during.bin");
+    std::fs::write(&local, &during)?;
+    let nn = cluster.nn.addr("rpc");
+    let local_arg = local.display().to_string();
+    let mut patient =
+        hstack_tests::hstack_spawn(&["dfs", "--namenode", &nn, "put", &local_arg, "/during"])?;
+    let stderr = patient.stderr.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let warned = lines
+        .recv_timeout(Duration::from_secs(30))
+        .context("the client said nothing while the namenode was down")?;
+    assert!(
+        warned.contains("cannot reach the namenode") && warned.contains("trying again"),
+        "{warned}"
+    );
+    assert!(
+        patient.try_wait()?.is_none(),
+        "the client gave up instead of waiting: {warned}"
+    );
     cluster.nn.restart().await?;
-    let c2 = patient.await??;
-    assert_eq!(read(&c2, "/during").await?, data(B + 3, 77));
+    let status = tokio::task::spawn_blocking(move || patient.wait()).await??;
+    assert!(status.success(), "the waiting put failed: {status}");
+    assert_eq!(read(&c, "/during").await?, during);
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = writer.await?;
     assert!(acked.len() >= 20, "{} files acknowledged", acked.len());
@@ -405,5 +424,69 @@ async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyho
         log.contains("loaded image"),
         "the restart did not use the image"
     );
+    cluster.check_logs()
+}
+
+/// The administrative calls are the superuser's (or the supergroup's), as in
+/// HDFS, with the caller's groups from the namenode's own lookup: a client
+/// cannot name itself into the supergroup. A refused call changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_are_the_superusers_and_groups_come_from_the_namenode() -> anyhow::Result<()> {
+    use hstack_tests::hstack_proto_dfs as pb;
+    let cluster = DfsCluster::start(3, 1, &[]).await?;
+    let nn = cluster.nn.addr("rpc");
+    let denied = hstack_tests::hstack_proto::Code::PermissionDenied;
+    // HSTACK_GROUPS was once sent as the caller's groups; now nothing is.
+    let mallory = [("HSTACK_USER", "mallory"), ("HSTACK_GROUPS", "supergroup")];
+    for args in [
+        vec!["admin", "--namenode", &nn, "safemode", "enter"],
+        vec!["admin", "--namenode", &nn, "report"],
+        vec!["admin", "--namenode", &nn, "decommission", "dn1"],
+        vec!["admin", "--namenode", &nn, "remove-dead", "dn1"],
+    ] {
+        let r = hstack_tests::hstack_env(&args, &mallory)?;
+        assert_eq!(r.code, Some(denied.exit_status() as i32), "{args:?}: {r:?}");
+        assert!(r.stderr.contains("error[PermissionDenied]"), "{}", r.stderr);
+        assert!(r.stderr.contains("only the superuser"), "{}", r.stderr);
+    }
+    // Reading the safe mode is anyone's (clients ask it).
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "safemode", "get"], &mallory)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("OFF"), "{}", r.stdout);
+    // Nothing changed: no safe mode, dn1 in service.
+    let report = cluster.report().await?;
+    assert!(!report.safe_mode);
+    let dn1 = report.datanodes.iter().find(|d| d.id == "dn1").expect("dn1");
+    assert_eq!(dn1.state, "live");
+    // The superuser (the user running the namenode and this test) may.
+    let me: &[(&str, &str)] = &[];
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "safemode", "enter"], me)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "safemode", "leave"], me)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // A reader's report of a bad replica: only from someone who may read
+    // the file. The superuser's private file, reported by mallory: refused,
+    // and the replica is not marked corrupt.
+    let c = cluster.client().await?;
+    put(&c, "/private", &data(5000, 9)).await?;
+    c.set_permission("/private", 0o600).await?;
+    let lbs = c.block_locations("/private", 0, 0).await?;
+    let b = &lbs.blocks[0];
+    let m = cluster.client_as(Some("mallory"), None).await?;
+    let req = pb::ReportBadBlocksRequest {
+        blocks: vec![pb::BadBlock {
+            block: b.block,
+            datanode: b.locs[0].id.clone(),
+            reason: "a lie".into(),
+        }],
+        caller: m.caller(),
+    };
+    let e = m.namenode().report_bad_blocks(req).await.unwrap_err();
+    let e = hstack_tests::hstack_proto::Error::from_status(&e);
+    assert_eq!(e.code, denied, "{e}");
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "fsck", "/private", "--json"], me)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let js: serde_json::Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(js["corrupt"], 0, "{js}");
     cluster.check_logs()
 }

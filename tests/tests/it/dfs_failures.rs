@@ -117,7 +117,8 @@ async fn re_replication_restores_the_count_after_a_datanode_dies() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_replica_is_read_around_reported_and_replaced() -> anyhow::Result<()> {
-    let mut cluster = DfsCluster::start(6, 2, &[]).await?;
+    // No block scanner: only the reader can report the bad replica.
+    let mut cluster = DfsCluster::start_with(6, 2, &[], &["--scan-period-ms", "3600000"]).await?;
     cluster.allowed_errors.push("checksum".into());
     let c = cluster.client().await?;
     let bytes = data(B, 3);
@@ -144,7 +145,16 @@ async fn a_corrupt_replica_is_read_around_reported_and_replaced() -> anyhow::Res
     let mut got = Vec::new();
     r.read_to_end(&mut got).await?;
     assert!(got == bytes, "the read must come back right");
-    // Reported (by the reader or the scanner) and replaced.
+    // Reported by the reader itself (the namenode names who reported)...
+    let nn_log = cluster.nn.log.clone();
+    wait_for("the reader's report", Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&nn_log).ok()?;
+        log.lines()
+            .any(|l| l.contains("corrupt replica reported") && l.contains("by=\"a reader\""))
+            .then_some(())
+    })
+    .await?;
+    // ...and replaced.
     wait_for(
         "the corrupt replica replaced",
         Duration::from_secs(30),
@@ -528,5 +538,54 @@ async fn a_failed_disk_leaves_service_and_its_replicas_are_copied_elsewhere() ->
     for (path, bytes) in &files {
         assert!(read(&c, path).await? == *bytes, "{path} differs");
     }
+    cluster.check_logs()
+}
+
+/// A datanode that holds replicas but no cluster id does not guess which
+/// cluster they belong to: it refuses to start, naming the file, rather
+/// than join this namenode (which would delete replicas it does not know).
+/// The namenode refuses a registration without a cluster id too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datanode_with_replicas_and_no_cluster_id_joins_no_cluster() -> anyhow::Result<()> {
+    let mut cluster = DfsCluster::start(3, 1, &[]).await?;
+    let c = cluster.client().await?;
+    put_file(&c, "/kept", &data(3000, 5)).await?;
+    let id_file = cluster.dir.path().join("dn1/data1/cluster_id");
+    let saved = std::fs::read_to_string(&id_file)?;
+    cluster.dn_by_id("dn1").kill9();
+    std::fs::remove_file(&id_file)?;
+    let dn1 = cluster.dn_by_id("dn1");
+    let e = dn1.restart().await.unwrap_err().to_string();
+    assert!(e.contains("exited during start-up"), "{e}");
+    let log = std::fs::read_to_string(&dn1.log)?;
+    assert!(
+        log.contains("cluster_id") && log.contains("missing or empty"),
+        "{log}"
+    );
+    assert!(!id_file.exists(), "it adopted a cluster");
+    // Put back, it starts and its replicas count again.
+    std::fs::write(&id_file, saved)?;
+    cluster.dn_by_id("dn1").restart().await?;
+    cluster.wait_live(3).await?;
+    // A registration naming no cluster is refused outright.
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nn.addr("rpc")))?
+        .connect()
+        .await?;
+    let mut dp = hstack_tests::hstack_proto_dfs::datanode_protocol_client::DatanodeProtocolClient::new(ch);
+    let reg = hstack_tests::hstack_proto_dfs::DatanodeRegistration {
+        info: Some(hstack_tests::hstack_proto_dfs::DatanodeInfo {
+            id: "intruder".into(),
+            transfer_addr: "127.0.0.9:1".into(),
+            ..Default::default()
+        }),
+        storage_dirs: vec![],
+        cluster_id: String::new(),
+    };
+    let e = dp.register_datanode(reg).await.unwrap_err();
+    let e = hstack_tests::hstack_proto::Error::from_status(&e);
+    assert_eq!(e.code, hstack_tests::hstack_proto::Code::ClusterMismatch, "{e}");
+    assert!(cluster.report().await?.datanodes.iter().all(|d| d.id != "intruder"));
+    cluster.allowed_errors.push("missing or empty".into());
+    cluster.allowed_errors.push("failed to start".into());
     cluster.check_logs()
 }

@@ -2,6 +2,7 @@
 
 mod coord;
 mod coord_failures;
+mod daemon;
 mod dfs;
 mod dfs_failures;
 mod local_cluster;
