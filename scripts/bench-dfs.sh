@@ -11,9 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ops=${1:-50000}
-scripts/setup.sh
-cargo build --release --locked -p hstack
-hs=$PWD/target/release/hstack
+# HSTACK_BIN=PATH measures that binary instead of building this checkout
+# (paired before/after runs: docs/benchmarks.md).
+if [ -n "${HSTACK_BIN:-}" ]; then
+  hs=$HSTACK_BIN
+else
+  scripts/setup.sh
+  cargo build --release --locked -p hstack
+  hs=$PWD/target/release/hstack
+fi
 dir=$(mktemp -d /tmp/hstack-bench-XXXXXX)
 trap '$hs local down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 $hs local up --dir "$dir" >/dev/null

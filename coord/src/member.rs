@@ -145,7 +145,7 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
     );
     launch.spawn(
         "leader-watch",
-        leader_watch(node.clone(), launch.shutdown()),
+        leader_watch(node.clone(), launch.shutdown(), launch.fatal()),
     );
     launch.spawn("ticker", ticker(node.clone(), launch.shutdown()));
     // Raft stops once the daemon stops: joined like every task.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hstack_daemon::Shutdown;
+use hstack_daemon::{Fatal, Shutdown};
 use hstack_proto::coord as pb;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -444,14 +444,23 @@ async fn await_commit(rx: CommitRx) -> Result<(u64, Vec<Applied>), CoordError> {
 }
 
 /// Follows Raft's view of leadership: metrics, and a fresh session grace
-/// period whenever this member becomes leader.
-pub(crate) async fn leader_watch(node: Arc<Node>, shutdown: Shutdown) {
+/// period whenever this member becomes leader. Raft stopping on its own (a
+/// storage fault it cannot go on from) stops the member: half alive is
+/// worse than dead.
+pub(crate) async fn leader_watch(node: Arc<Node>, shutdown: Shutdown, fatal: Fatal) {
     let mut rx = node.raft.metrics();
     let mut last_leader = None;
     let mut was_leader = false;
     loop {
         {
             let m = rx.borrow_and_update();
+            if let Err(e) = &m.running_state {
+                // Stopped by our own shutdown is the normal end.
+                if !shutdown.is_triggered() && !matches!(e, openraft::error::Fatal::Stopped) {
+                    fatal.fail(format!("raft stopped: {e}"));
+                }
+                return;
+            }
             node.metrics.raft_term.set(m.current_term as i64);
             if m.current_leader != last_leader {
                 if let Some(l) = m.current_leader {

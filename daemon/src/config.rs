@@ -425,7 +425,9 @@ mod tests {
         let a = parse(&["--ratio", "0.5"]);
         assert_eq!(a.flags.len(), 1);
         // a flag given twice: the last wins
-        let a = parse(&["--port", "7", "--port", "8", "--peers", "a", "--peers", "b,c"]);
+        let a = parse(&[
+            "--port", "7", "--port", "8", "--peers", "a", "--peers", "b,c",
+        ]);
         assert_eq!(a.flags["port"].as_integer(), Some(8));
         assert_eq!(a.flags["peers"].as_array().map(Vec::len), Some(2));
         // bad values are clap's clear errors

@@ -3,10 +3,11 @@
 //! `/healthz`, `/readyz`, a status page), tracing, graceful shutdown, the
 //! abort-on-panic hook, the "which addresses did I bind" announcement,
 //! and the small helpers every role needs once: atomic file writes,
-//! backoff with jitter, metric registration, and child daemon processes.
+//! metric registration, versioned formats, and child daemon processes
+//! (backoff with jitter is `hstack_proto::retry`, beside the error model,
+//! so clients have it without this crate).
 
 mod announce;
-mod backoff;
 mod config;
 pub mod format;
 mod fsutil;
@@ -18,7 +19,6 @@ mod role;
 mod shutdown;
 
 pub use announce::{announce, read_announcement, Announcement, ANNOUNCE_FILE};
-pub use backoff::Backoff;
 pub use config::{
     assert_flags_round_trip, env_prefix, layer_config, CommonArgs, ConfigError, ConfigOutcome,
     DaemonArgs,

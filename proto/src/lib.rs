@@ -1,7 +1,9 @@
 //! Every `.proto` file of hstack and the tonic/prost code generated from
-//! it, and the one error model they share (`error`).
+//! it, the one error model they share (`error`), and how a retryable
+//! call waits between tries (`retry`).
 
 pub mod error;
+pub mod retry;
 
 pub use error::{Code, Error};
 

@@ -282,13 +282,17 @@ impl Client {
         if !is_read {
             return self.call_once(op).await;
         }
-        let deadline = Instant::now() + self.opts.request_timeout;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = hstack_proto::retry::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+        )
+        .with_patience(self.opts.request_timeout);
         loop {
             match self.call_once(op.clone()).await {
-                Err(e) if e.code == Code::NotLeader && Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                Err(e) if e.code == Code::NotLeader => {
+                    if !backoff.pause().await {
+                        return Err(e);
+                    }
                 }
                 other => return other,
             }
@@ -587,6 +591,10 @@ async fn drive(
     };
     let mut attempt = 0usize;
     let mut failures = 0u32;
+    // After a round of members that all failed; with jitter, so the
+    // clients of a restarted ensemble do not all come back at once.
+    let mut backoff =
+        hstack_proto::retry::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         let member = &opts.members[(start + attempt) % opts.members.len()];
         attempt += 1;
@@ -598,10 +606,11 @@ async fn drive(
             shared.state.send_replace(SessionState::Connecting);
             shared.emit(EventKind::Disconnected, "", 0);
             failures = 0;
+            backoff.reset();
         }
         failures += 1;
         if failures as usize % opts.members.len() == 0 {
-            tokio::time::sleep(Duration::from_millis(50 * failures.min(10) as u64)).await;
+            backoff.pause().await;
         }
         if rx.is_closed() || *shared.state.borrow() == SessionState::Closed {
             break;

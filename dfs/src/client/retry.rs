@@ -72,8 +72,8 @@ fn lost_connection(s: &tonic::Status) -> bool {
 
 /// Pauses between tries: about 100 ms doubling to 1 s, with jitter, for
 /// at most `patience`.
-pub(crate) fn backoff(patience: Duration) -> hstack_daemon::Backoff {
-    hstack_daemon::Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+pub(crate) fn backoff(patience: Duration) -> hstack_proto::retry::Backoff {
+    hstack_proto::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
         .with_patience(patience)
 }
 

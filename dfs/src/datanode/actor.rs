@@ -118,8 +118,8 @@ async fn rpc<T>(
 
 /// Waits between registration tries, with jitter: after a namenode
 /// restart every datanode comes back, but not in the same instant.
-fn new_backoff() -> hstack_daemon::Backoff {
-    hstack_daemon::Backoff::new(Duration::from_millis(100), MAX_BACKOFF)
+fn new_backoff() -> hstack_proto::retry::Backoff {
+    hstack_proto::retry::Backoff::new(Duration::from_millis(100), MAX_BACKOFF)
 }
 
 impl Actor {

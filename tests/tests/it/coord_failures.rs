@@ -262,7 +262,9 @@ async fn killed_client_process_loses_ephemerals_after_its_timeout_not_before() {
     // wait, by the ensemble's own clock (the mtime of a znode it just
     // wrote), until the session is older than its timeout by a second, and
     // see that the node is still there and no deletion was delivered.
-    c.create("/clock", b"", CreateMode::Persistent).await.unwrap();
+    c.create("/clock", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
     let margin = timeout.as_millis() as i64 + 1000;
     wait_for(
         "the session to outlive its timeout",
@@ -535,7 +537,8 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
     let leader = ens.wait_leader(Duration::from_secs(10)).await.unwrap();
     let raft = ens.nodes[leader as usize - 1].addr("raft");
     // A forwarded batch from 127.0.0.9: the stream is refused.
-    let mut peer = pb::coord_peer_client::CoordPeerClient::new(channel_from("127.0.0.9", &raft).await);
+    let mut peer =
+        pb::coord_peer_client::CoordPeerClient::new(channel_from("127.0.0.9", &raft).await);
     let batch = futures::stream::iter(vec![pb::PeerMessage {
         kind: 0,
         payload: vec![0, 1],
@@ -582,14 +585,21 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
         hstack_tests::hstack_proto::Error::from_status(&e).code,
         not_a_member
     );
-    let r = hstack_coord_client::members(&ens.client_addrs()).await.unwrap();
+    let r = hstack_coord_client::members(&ens.client_addrs())
+        .await
+        .unwrap();
     assert_eq!(r.members.len(), 3);
     // The session and its ephemeral are untouched; clients still work from
     // anywhere (the client API is not peer traffic).
     assert!(c.exists("/e", false).await.unwrap().is_some());
     let mut far = pb::coord_client::CoordClient::new(channel_from("127.0.0.9", &client).await);
     assert_eq!(
-        far.members(pb::MembersRequest {}).await.unwrap().into_inner().members.len(),
+        far.members(pb::MembersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .len(),
         3
     );
     ens.check_logs().unwrap();

@@ -179,11 +179,7 @@ async fn sigterm_joins_every_task_and_exits_cleanly() {
 #[test]
 fn a_failed_command_names_its_code_and_exits_with_its_status() {
     // No coordination service to reach: ConnectionLoss, by name and status.
-    let r = hstack_env(
-        &["zk", "--members", "127.0.0.1:1", "get", "/x"],
-        &[],
-    )
-    .unwrap();
+    let r = hstack_env(&["zk", "--members", "127.0.0.1:1", "get", "/x"], &[]).unwrap();
     let code = hstack_proto::Code::ConnectionLoss;
     assert_eq!(r.code, Some(code.exit_status() as i32), "{r:?}");
     assert!(r.stderr.contains("error[ConnectionLoss]"), "{}", r.stderr);

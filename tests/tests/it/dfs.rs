@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context;
 use hstack_tests::dfs::{dn_host, pattern as data, put_file as put, read_file as read};
 use hstack_tests::hstack_dfs::client::{CreateOptions, DfsClient};
 use hstack_tests::hstack_dfs::placement::max_per_rack;
 use hstack_tests::hstack_dfs::Code;
-use anyhow::Context;
 use hstack_tests::{hstack, wait_for, DfsCluster};
 
 const B: u64 = DfsCluster::BLOCK;
@@ -374,7 +374,10 @@ async fn a_namenode_killed_mid_workload_keeps_every_acknowledged_file() -> anyho
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -456,7 +459,11 @@ async fn admin_calls_are_the_superusers_and_groups_come_from_the_namenode() -> a
     // Nothing changed: no safe mode, dn1 in service.
     let report = cluster.report().await?;
     assert!(!report.safe_mode);
-    let dn1 = report.datanodes.iter().find(|d| d.id == "dn1").expect("dn1");
+    let dn1 = report
+        .datanodes
+        .iter()
+        .find(|d| d.id == "dn1")
+        .expect("dn1");
     assert_eq!(dn1.state, "live");
     // The superuser (the user running the namenode and this test) may.
     let me: &[(&str, &str)] = &[];
@@ -484,7 +491,10 @@ async fn admin_calls_are_the_superusers_and_groups_come_from_the_namenode() -> a
     let e = m.namenode().report_bad_blocks(req).await.unwrap_err();
     let e = hstack_tests::hstack_proto::Error::from_status(&e);
     assert_eq!(e.code, denied, "{e}");
-    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "fsck", "/private", "--json"], me)?;
+    let r = hstack_tests::hstack_env(
+        &["admin", "--namenode", &nn, "fsck", "/private", "--json"],
+        me,
+    )?;
     assert_eq!(r.code, Some(0), "{r:?}");
     let js: serde_json::Value = serde_json::from_str(&r.stdout)?;
     assert_eq!(js["corrupt"], 0, "{js}");

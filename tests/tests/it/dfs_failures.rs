@@ -571,7 +571,8 @@ async fn a_datanode_with_replicas_and_no_cluster_id_joins_no_cluster() -> anyhow
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nn.addr("rpc")))?
         .connect()
         .await?;
-    let mut dp = hstack_tests::hstack_proto_dfs::datanode_protocol_client::DatanodeProtocolClient::new(ch);
+    let mut dp =
+        hstack_tests::hstack_proto_dfs::datanode_protocol_client::DatanodeProtocolClient::new(ch);
     let reg = hstack_tests::hstack_proto_dfs::DatanodeRegistration {
         info: Some(hstack_tests::hstack_proto_dfs::DatanodeInfo {
             id: "intruder".into(),
@@ -583,8 +584,17 @@ async fn a_datanode_with_replicas_and_no_cluster_id_joins_no_cluster() -> anyhow
     };
     let e = dp.register_datanode(reg).await.unwrap_err();
     let e = hstack_tests::hstack_proto::Error::from_status(&e);
-    assert_eq!(e.code, hstack_tests::hstack_proto::Code::ClusterMismatch, "{e}");
-    assert!(cluster.report().await?.datanodes.iter().all(|d| d.id != "intruder"));
+    assert_eq!(
+        e.code,
+        hstack_tests::hstack_proto::Code::ClusterMismatch,
+        "{e}"
+    );
+    assert!(cluster
+        .report()
+        .await?
+        .datanodes
+        .iter()
+        .all(|d| d.id != "intruder"));
     cluster.allowed_errors.push("missing or empty".into());
     cluster.allowed_errors.push("failed to start".into());
     cluster.check_logs()

@@ -1,6 +1,8 @@
-//! Waiting between tries: exponential, capped, with full jitter, so that
-//! many clients that failed at once (every datanode when the namenode
-//! restarts) do not all come back in the same instant.
+//! Waiting between tries of a call that failed with a retryable error
+//! (`crate::error`): exponential, capped, with jitter, so that many
+//! clients that failed at once (every datanode when the namenode restarts)
+//! do not all come back in the same instant. One copy for every client and
+//! daemon, beside the error model that says what may be retried.
 
 use std::time::Duration;
 
