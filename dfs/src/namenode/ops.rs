@@ -1352,3 +1352,107 @@ fn find_datanodes(bm: &BlockMap, names: &[String]) -> FsResult<Vec<NodeIdx>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use hstack_daemon::Role;
+
+    use super::*;
+    use crate::namenode::{NamenodeConfig, NamenodeRole};
+
+    fn who(user: &str) -> Who {
+        Who {
+            caller: Caller {
+                user: user.into(),
+                groups: Vec::new().into(),
+            },
+            client: "test-client".into(),
+            host: "127.0.0.1".into(),
+        }
+    }
+
+    /// The one gate: a standby namenode refuses reads and writes with
+    /// `Standby`, and still takes datanode traffic and administration.
+    #[tokio::test]
+    async fn a_standby_refuses_reads_and_writes_at_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NamenodeConfig {
+            name_dir: dir.path().display().to_string(),
+            rpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            safemode_extension_ms: 0,
+            ..Default::default()
+        };
+        let id = NamenodeRole::id(&cfg).unwrap();
+        let h = hstack_daemon::launch::<NamenodeRole>(
+            cfg,
+            id,
+            hstack_daemon::Shutdown::new(),
+            prometheus::Registry::new(),
+        )
+        .await
+        .unwrap();
+        let nn = h.state.clone();
+        let me = who(&nn.cfg.superuser_name());
+        nn.safe_mode(&me, SafeModeAction::Leave).unwrap();
+        nn.mkdirs(&me, "/d", 0, true).await.unwrap();
+        assert!(nn.file_info(&me, "/d").unwrap().is_some());
+
+        nn.standby.store(true, Ordering::Relaxed);
+        let e = nn.file_info(&me, "/d").unwrap_err();
+        assert_eq!(e.code, Code::Standby, "{e}");
+        let e = nn.mkdirs(&me, "/e", 0, true).await.unwrap_err();
+        assert_eq!(e.code, Code::Standby, "{e}");
+        let e = nn.list(&me, "/", "", 0).unwrap_err();
+        assert_eq!(e.code, Code::Standby);
+        // Datanodes and administrators are still heard.
+        assert_eq!(nn.handshake().unwrap(), nn.cluster_id);
+        assert!(!nn.safe_mode(&me, SafeModeAction::Get).unwrap().on);
+        // Nothing a refused write asked for happened.
+        nn.standby.store(false, Ordering::Relaxed);
+        assert!(nn.file_info(&me, "/e").unwrap().is_none());
+        h.shutdown().trigger();
+        h.wait().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn administration_is_the_superusers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NamenodeConfig {
+            name_dir: dir.path().display().to_string(),
+            rpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            superuser: "hdfs".into(),
+            ..Default::default()
+        };
+        let h = hstack_daemon::launch::<NamenodeRole>(
+            cfg,
+            "nn".into(),
+            hstack_daemon::Shutdown::new(),
+            prometheus::Registry::new(),
+        )
+        .await
+        .unwrap();
+        let nn = h.state.clone();
+        let mut admins = who("alice");
+        admins.caller.groups = vec!["supergroup".to_string()].into();
+        for w in [who("alice"), who("nobody")] {
+            let e = nn.report(&w).err().expect("refused");
+            assert_eq!(e.code, Code::PermissionDenied);
+            let e = nn
+                .safe_mode(&w, SafeModeAction::Enter)
+                .err()
+                .expect("refused");
+            assert_eq!(e.code, Code::PermissionDenied);
+            assert!(nn.decommission(&w, &["dn1".into()], false).is_err());
+        }
+        // A member of the supergroup (as the namenode looked it up) may.
+        assert!(nn.report(&admins).is_ok());
+        assert!(nn.report(&who("hdfs")).is_ok());
+        assert!(nn.safe_mode(&who("nobody"), SafeModeAction::Get).is_ok());
+        h.shutdown().trigger();
+        h.wait().await.unwrap();
+    }
+}
