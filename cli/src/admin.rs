@@ -25,16 +25,36 @@ pub struct AdminArgs {
 
 #[derive(Subcommand)]
 enum AdminCmd {
-    /// Capacity, datanodes by rack, and block health.
-    Report,
+    /// Capacity, datanodes by rack, and block health (`-report` too).
+    Report {
+        /// Only live datanodes (Hadoop's -live).
+        #[arg(long, conflicts_with_all = ["dead", "decommissioning"])]
+        live: bool,
+        /// Only dead datanodes (-dead).
+        #[arg(long, conflicts_with = "decommissioning")]
+        dead: bool,
+        /// Only datanodes being decommissioned (-decommissioning).
+        #[arg(long)]
+        decommissioning: bool,
+    },
     /// Check the files under a path: blocks, replicas, racks, problems.
     /// Exits 1 when a block is missing or corrupt.
+    /// HDFS's spellings work too: -files -blocks -locations -racks
+    /// -openforwrite -list-corruptfileblocks.
     Fsck {
+        /// A path (relative: to the home directory) or hdfs:// URI.
         #[arg(default_value = "/")]
         path: String,
         /// List each file.
         #[arg(long)]
         files: bool,
+        /// List the files open for write (left out otherwise, unless a
+        /// block of theirs has a problem).
+        #[arg(long)]
+        openforwrite: bool,
+        /// Only list the missing and corrupt blocks and their files.
+        #[arg(long)]
+        list_corruptfileblocks: bool,
         /// List each block of each file (implies --files).
         #[arg(long)]
         blocks: bool,
@@ -46,6 +66,9 @@ enum AdminCmd {
     Safemode {
         #[arg(value_enum)]
         action: SafeModeCmd,
+        /// With `wait`, fail (TimedOut) after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
     },
     /// Drop dead datanodes (by id or transfer address), retired for good,
     /// from the lists and the dead count; live ones are refused.
@@ -95,14 +118,26 @@ fn report_json(r: &pb::DatanodeReport) -> serde_json::Value {
 
 /// The report as a table, or as JSON.
 fn show_report(r: &pb::DatanodeReport, json: bool) -> anyhow::Result<()> {
+    show_report_of(r, json, |_| true)
+}
+
+/// The report, the datanodes listed only those `listed` keeps (the
+/// totals stay the cluster's).
+fn show_report_of(
+    r: &pb::DatanodeReport,
+    json: bool,
+    listed: impl Fn(&pb::DatanodeInfo) -> bool,
+) -> anyhow::Result<()> {
     if json {
-        return output::json(&report_json(r));
+        let mut some = r.clone();
+        some.datanodes.retain(|d| listed(d));
+        return output::json(&report_json(&some));
     }
-    print_report(r);
+    print_report(r, listed);
     Ok(())
 }
 
-fn print_report(r: &pb::DatanodeReport) {
+fn print_report(r: &pb::DatanodeReport, listed: impl Fn(&pb::DatanodeInfo) -> bool) {
     let live = r.datanodes.iter().filter(|d| d.state != "dead").count();
     println!(
         "Configured capacity: {}  used: {}  remaining: {}",
@@ -121,7 +156,7 @@ fn print_report(r: &pb::DatanodeReport) {
         r.datanodes.len() - live
     );
     let mut by_rack: BTreeMap<&str, Vec<&pb::DatanodeInfo>> = BTreeMap::new();
-    for d in &r.datanodes {
+    for d in r.datanodes.iter().filter(|d| listed(d)) {
         by_rack.entry(d.rack.as_str()).or_default().push(d);
     }
     for (rack, nodes) in by_rack {
@@ -162,10 +197,19 @@ fn print_report(r: &pb::DatanodeReport) {
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     // Every call waits out a namenode that is restarting, like the file
     // system commands (see hstack_dfs::client::Repeat).
-    let c = args.endpoint.connect().await?;
+    let fs_args: Vec<&str> = match &args.cmd {
+        AdminCmd::Fsck { path, .. } => vec![path.as_str()],
+        _ => vec![],
+    };
+    let addr = args.endpoint.address_for(&fs_args).await?;
+    let c = hstack_dfs::client::DfsClient::connect(&addr, args.endpoint.options()).await?;
     let json = args.json;
     match args.cmd {
-        AdminCmd::Report => {
+        AdminCmd::Report {
+            live,
+            dead,
+            decommissioning,
+        } => {
             let req = pb::DatanodeReportRequest { caller: c.caller() };
             let r = c
                 .admin_call("report", Repeat::Idempotent, |mut nn| {
@@ -173,14 +217,28 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     async move { nn.get_datanode_report(req).await }
                 })
                 .await?;
-            show_report(&r, json)
+            show_report_of(&r, json, |d| {
+                if live {
+                    d.state != "dead"
+                } else if dead {
+                    d.state == "dead"
+                } else if decommissioning {
+                    d.state == "decommissioning"
+                } else {
+                    true
+                }
+            })
         }
         AdminCmd::Fsck {
             path,
             files,
+            openforwrite,
+            list_corruptfileblocks,
             blocks,
             locations,
         } => {
+            let home = format!("/user/{}", c.user());
+            let path = crate::dfs::glob::absolute(&crate::dfs::glob::parse_arg(&path)?.path, &home);
             let req = pb::FsckRequest {
                 path: path.clone(),
                 caller: c.caller(),
@@ -191,15 +249,28 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     async move { nn.fsck(req).await }
                 })
                 .await?;
-            if json {
+            if list_corruptfileblocks {
+                let bad = corrupt_blocks(&r);
+                if json {
+                    output::json(&json!({
+                        "path": path,
+                        "corrupt_file_blocks": bad.iter().map(|(b, f)| json!({"block": b, "path": f})).collect::<Vec<_>>(),
+                    }))?;
+                } else {
+                    print_corrupt_blocks(&path, &bad);
+                }
+            } else if json {
                 output::json(&fsck_json(&r))?;
             } else {
                 print_fsck(
                     &path,
                     &r,
-                    files || blocks || locations,
-                    blocks || locations,
-                    locations,
+                    FsckShow {
+                        files: files || blocks || locations,
+                        blocks: blocks || locations,
+                        locations,
+                        open: openforwrite,
+                    },
                 );
             }
             if r.healthy {
@@ -208,8 +279,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 Err(ExitStatus(1).into())
             }
         }
-        AdminCmd::Safemode { action } => {
+        AdminCmd::Safemode { action, timeout } => {
             let wait = action == SafeModeCmd::Wait;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             let act = match action {
                 SafeModeCmd::Get | SafeModeCmd::Wait => pb::SafeModeAction::SafeModeGet,
                 SafeModeCmd::Enter => pb::SafeModeAction::SafeModeEnter,
@@ -221,13 +293,22 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     caller: c.caller(),
                 };
                 // get, enter and leave are each the same done twice.
-                let r = c
-                    .admin_call("safemode", Repeat::Idempotent, |mut nn| {
-                        let req = req.clone();
-                        async move { nn.set_safe_mode(req).await }
-                    })
-                    .await?;
+                let call = c.admin_call("safemode", Repeat::Idempotent, |mut nn| {
+                    let req = req.clone();
+                    async move { nn.set_safe_mode(req).await }
+                });
+                let r = if wait {
+                    match tokio::time::timeout_at(deadline, call).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(safemode_timeout(timeout)),
+                    }
+                } else {
+                    call.await?
+                };
                 if wait && r.on {
+                    if tokio::time::Instant::now() + Duration::from_millis(500) > deadline {
+                        return Err(safemode_timeout(timeout));
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -286,6 +367,55 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
+fn safemode_timeout(secs: u64) -> anyhow::Error {
+    hstack_proto::Error::new(
+        hstack_proto::Code::TimedOut,
+        format!("safe mode is still on after {secs}s (--timeout SECS waits longer)"),
+    )
+    .into()
+}
+
+/// The missing and corrupt blocks: (blk_ID_GS, file).
+fn corrupt_blocks(r: &pb::FsckReply) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in &r.files {
+        for b in &f.blocks {
+            let bad =
+                !b.corrupt_on.is_empty() || b.problems.iter().any(|p| p.starts_with("MISSING"));
+            if bad {
+                let blk = b.block.unwrap_or_default();
+                out.push((format!("blk_{}_{}", blk.id, blk.gen_stamp), f.path.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn print_corrupt_blocks(path: &str, bad: &[(String, String)]) {
+    if bad.is_empty() {
+        println!("The filesystem under path '{path}' has 0 CORRUPT files");
+        return;
+    }
+    println!("The list of corrupt files under path '{path}' are:");
+    for (b, f) in bad {
+        println!("{b}\t{f}");
+    }
+    let files: std::collections::BTreeSet<&str> = bad.iter().map(|(_, f)| f.as_str()).collect();
+    println!(
+        "The filesystem under path '{path}' has {} CORRUPT files",
+        files.len()
+    );
+}
+
+/// What fsck lists beside the files with problems.
+struct FsckShow {
+    files: bool,
+    blocks: bool,
+    locations: bool,
+    /// The files open for write.
+    open: bool,
+}
+
 fn fsck_json(r: &pb::FsckReply) -> serde_json::Value {
     json!({
         "healthy": r.healthy,
@@ -314,10 +444,16 @@ fn fsck_json(r: &pb::FsckReply) -> serde_json::Value {
     })
 }
 
-fn print_fsck(path: &str, r: &pb::FsckReply, files: bool, blocks: bool, locations: bool) {
+fn print_fsck(path: &str, r: &pb::FsckReply, show: FsckShow) {
+    let FsckShow {
+        files,
+        blocks,
+        locations,
+        open,
+    } = show;
     for f in &r.files {
         let problems: usize = f.blocks.iter().map(|b| b.problems.len()).sum();
-        if files || problems > 0 {
+        if files || problems > 0 || (open && f.under_construction) {
             println!(
                 "{} {} bytes, replication {}, {} block(s){}{}",
                 f.path,
@@ -384,10 +520,73 @@ fn print_fsck(path: &str, r: &pb::FsckReply, files: bool, blocks: bool, location
             vec!["Mis-replicated blocks".into(), r.mis_replicated.to_string()],
             vec!["Missing blocks".into(), r.missing.to_string()],
             vec!["Corrupt blocks".into(), r.corrupt.to_string()],
-        ],
+        ]
+        .into_iter()
+        .chain(open.then(|| {
+            vec![
+                "Open files".into(),
+                r.files
+                    .iter()
+                    .filter(|f| f.under_construction)
+                    .count()
+                    .to_string(),
+            ]
+        }))
+        .collect::<Vec<_>>(),
     );
     println!(
         "The filesystem under path '{path}' is {}",
         if r.healthy { "HEALTHY" } else { "CORRUPT" }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: super::AdminArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<super::AdminCmd, clap::Error> {
+        let mut argv = vec!["hstack", "admin"];
+        argv.extend(args);
+        let argv = crate::dfs::hadoop_argv(argv.iter().map(Into::into).collect());
+        T::try_parse_from(argv.into_iter().skip(1)).map(|t| t.a.cmd)
+    }
+
+    #[test]
+    fn hdfs_spellings_parse() {
+        T::command().debug_assert();
+        assert!(matches!(
+            parse(&["-report", "-live"]).unwrap(),
+            super::AdminCmd::Report { live: true, .. }
+        ));
+        assert!(parse(&["report", "--live", "--dead"]).is_err());
+        assert!(matches!(
+            parse(&[
+                "fsck",
+                "/",
+                "-files",
+                "-blocks",
+                "-locations",
+                "-openforwrite"
+            ])
+            .unwrap(),
+            super::AdminCmd::Fsck {
+                files: true,
+                blocks: true,
+                locations: true,
+                openforwrite: true,
+                list_corruptfileblocks: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["-safemode", "wait"]).unwrap(),
+            super::AdminCmd::Safemode { timeout: 300, .. }
+        ));
+    }
 }

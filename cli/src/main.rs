@@ -86,7 +86,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `hstack dfs -ls …`, `hstack admin -report -live`: Hadoop's spellings.
+    let cli = Cli::parse_from(dfs::hadoop_argv(std::env::args_os().collect()));
     match cli.cmd {
         // Every daemon goes through the one launch path (hstack_daemon::role).
         Cmd::Coord(args) => run_daemon::<hstack_coord::CoordRole>(args),

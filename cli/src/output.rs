@@ -32,6 +32,29 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Rows laid out in aligned columns (one space apart), without a header
+/// or borders, as `hdfs dfs -ls` prints them: one line per row; the
+/// columns in `right` are right-aligned (sizes, counts).
+pub fn columns(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
+    use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+    if rows.is_empty() {
+        return vec![];
+    }
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    for r in rows {
+        t.add_row(r);
+    }
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, 1));
+        if right.contains(&i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| l.trim_end().to_string()).collect()
+}
+
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -40,6 +63,37 @@ pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 /// `n` bytes for a person: `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub fn human_bytes(n: u64) -> String {
     bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+/// `n` bytes in a column, as Hadoop's `-h` prints them: `512`, `1.5 K`,
+/// `128 M`, `2.0 G` (powers of 1024).
+pub fn human_short(n: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if n < 1024 {
+        return n.to_string();
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+/// Bytes in a JSON object: `data` as a string when they are UTF-8, else
+/// `data_base64` (standard alphabet, padded).
+pub fn put_data(obj: &mut serde_json::Map<String, serde_json::Value>, bytes: &[u8]) {
+    use base64::Engine as _;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => obj.insert("data".into(), s.into()),
+        Err(_) => obj.insert(
+            "data_base64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into(),
+        ),
+    };
 }
 
 /// The largest size a command takes: HDFS's lengths are Java longs.
@@ -169,6 +223,44 @@ mod tests {
         );
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_short(512), "512");
+        assert_eq!(human_short(1536), "1.5 K");
+        assert_eq!(human_short(128 << 20), "128.0 M");
+    }
+
+    #[test]
+    fn bytes_in_json_are_text_or_base64() {
+        let mut m = serde_json::Map::new();
+        put_data(&mut m, b"hi");
+        assert_eq!(m["data"], "hi");
+        let mut m = serde_json::Map::new();
+        put_data(&mut m, &[0xff, 0]);
+        assert_eq!(m["data_base64"], "/wA=");
+        assert!(!m.contains_key("data"));
+    }
+
+    #[test]
+    fn columns_align_like_ls() {
+        let rows = vec![
+            vec![
+                "-rw-r--r--".into(),
+                "3".into(),
+                "me".into(),
+                "7".into(),
+                "/a".into(),
+            ],
+            vec![
+                "drwxr-xr-x".into(),
+                "-".into(),
+                "hdfs".into(),
+                "1024".into(),
+                "/bb".into(),
+            ],
+        ];
+        assert_eq!(
+            columns(&rows, &[1, 3]),
+            ["-rw-r--r-- 3 me      7 /a", "drwxr-xr-x - hdfs 1024 /bb"]
+        );
     }
 
     #[test]

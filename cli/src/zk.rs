@@ -80,15 +80,25 @@ enum ZkCmd {
         #[arg(long)]
         wait: bool,
         path: String,
+        /// The data as text; `-` reads it from standard input.
+        #[arg(conflicts_with = "data_file")]
         data: Option<String>,
+        /// The data from a file (binary safe).
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
     },
-    /// Print a znode's data (with -w, then wait for it to change).
+    /// Print a znode's data (with -w, then wait for it to change). With
+    /// --json, `data` is a string when the bytes are UTF-8, else
+    /// `data_base64`.
     Get {
         #[arg(short = 'w')]
         watch: bool,
         /// Also print the stat.
         #[arg(short = 's')]
         stat: bool,
+        /// With -w, fail (TimedOut) after this many seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
         path: String,
     },
     /// Set a znode's data.
@@ -96,16 +106,47 @@ enum ZkCmd {
         #[arg(short = 'v', allow_hyphen_values = true)]
         version: Option<i32>,
         path: String,
-        data: String,
+        /// The data as text; `-` reads it from standard input.
+        #[arg(required_unless_present = "data_file", conflicts_with = "data_file")]
+        data: Option<String>,
+        /// The data from a file (binary safe).
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
     },
-    /// Print a znode's stat.
-    Stat { path: String },
-    /// List children (with -R, the whole subtree; with -w, then wait for a change).
+    /// Print a znode's stat (with -w, then wait for it to change).
+    Stat {
+        #[arg(short = 'w')]
+        watch: bool,
+        /// With -w, fail (TimedOut) after this many seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
+        path: String,
+    },
+    /// List children (with -R, the whole subtree; with -s, the parent's
+    /// stat too; with -w, then wait for a change).
     Ls {
         #[arg(short = 'R')]
         recursive: bool,
         #[arg(short = 'w')]
         watch: bool,
+        /// Also print the stat of PATH.
+        #[arg(short = 's')]
+        stat: bool,
+        /// With -w, fail (TimedOut) after this many seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
+        path: String,
+    },
+    /// Wait until the member this command talks to has applied every
+    /// change committed before (ZooKeeper's sync).
+    Sync { path: String },
+    /// Ephemeral znodes under PATH (default /) and the session that owns
+    /// each. ZooKeeper's getEphemerals lists only its own session's
+    /// (always none for a one-shot command); this lists every session's,
+    /// by walking the tree.
+    #[command(name = "getEphemerals", alias = "get-ephemerals")]
+    GetEphemerals {
+        #[arg(default_value = "/")]
         path: String,
     },
     /// Delete a znode (it must have no children).
@@ -231,7 +272,9 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
             wait,
             path,
             data,
+            data_file,
         } => {
+            let data = read_data(data.as_deref(), data_file.as_deref())?;
             let mode = match (ephemeral, sequential, container, ttl) {
                 (true, _, true, _) | (true, _, _, Some(_)) | (_, _, true, Some(_)) => {
                     bail!("-e, -c and -t cannot be combined")
@@ -245,8 +288,7 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
                 (_, true, _, None) => CreateMode::PersistentSequential,
                 _ => CreateMode::Persistent,
             };
-            let data = data.clone().unwrap_or_default();
-            let (created, stat) = client.create_with_stat(path, data.as_bytes(), mode).await?;
+            let (created, stat) = client.create_with_stat(path, &data, mode).await?;
             if js {
                 output::json(&json!({"path": created, "stat": stat_json(&stat)}))?;
             } else {
@@ -273,13 +315,20 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
             }
             hold(client).await;
         }
-        ZkCmd::Get { watch, stat, path } => {
+        ZkCmd::Get {
+            watch,
+            stat,
+            timeout,
+            path,
+        } => {
             let mut events = client.events();
             let (data, st) = client.get_data(path, *watch).await?;
             if js {
-                output::json(
-                    &json!({"path": path, "data": String::from_utf8_lossy(&data), "stat": stat_json(&st)}),
-                )?;
+                let mut m = serde_json::Map::new();
+                m.insert("path".into(), path.clone().into());
+                output::put_data(&mut m, &data);
+                m.insert("stat".into(), stat_json(&st));
+                output::json(&m)?;
             } else {
                 println!("{}", String::from_utf8_lossy(&data));
                 if *stat {
@@ -287,48 +336,117 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
                 }
             }
             if *watch {
-                wait_event(&mut events, path, js).await?;
+                wait_event(&mut events, path, js, *timeout).await?;
             }
         }
         ZkCmd::Set {
             version,
             path,
             data,
+            data_file,
         } => {
-            let st = client.set_data(path, data.as_bytes(), *version).await?;
+            let data = read_data(data.as_deref(), data_file.as_deref())?;
+            let st = client.set_data(path, &data, *version).await?;
             if js {
                 output::json(&json!({"path": path, "stat": stat_json(&st)}))?;
             } else {
                 println!("Set {path} (version {})", st.version);
             }
         }
-        ZkCmd::Stat { path } => match client.exists(path, false).await? {
-            Some(st) if js => output::json(&json!({"path": path, "stat": stat_json(&st)}))?,
-            Some(st) => print_stat(&st),
-            None => bail!("{path} does not exist"),
-        },
-        ZkCmd::Ls {
-            recursive,
+        ZkCmd::Stat {
             watch,
+            timeout,
             path,
         } => {
             let mut events = client.events();
-            let names = if *recursive {
-                walk(client, path).await?
+            match client.exists(path, *watch).await? {
+                Some(st) if js => output::json(&json!({"path": path, "stat": stat_json(&st)}))?,
+                Some(st) => print_stat(&st),
+                None => bail!("{path} does not exist"),
+            }
+            if *watch {
+                wait_event(&mut events, path, js, *timeout).await?;
+            }
+        }
+        ZkCmd::Ls {
+            recursive,
+            watch,
+            stat,
+            timeout,
+            path,
+        } => {
+            let mut events = client.events();
+            let (names, st) = if *recursive {
+                let st = if *stat {
+                    client.exists(path, false).await?
+                } else {
+                    None
+                };
+                (walk(client, path).await?, st)
             } else {
-                let mut c = client.get_children(path, *watch).await?;
+                let (mut c, st) = client.get_children_with_stat(path, *watch).await?;
                 c.sort();
-                c
+                (c, Some(st))
             };
+            let st = st.filter(|_| *stat);
             if js {
-                output::json(&json!({"path": path, "children": names}))?;
+                let mut v = json!({"path": path, "children": names});
+                if let Some(st) = &st {
+                    v["stat"] = stat_json(st);
+                }
+                output::json(&v)?;
             } else {
                 for n in &names {
                     println!("{n}");
                 }
+                if let Some(st) = &st {
+                    print_stat(st);
+                }
             }
             if *watch && !*recursive {
-                wait_event(&mut events, path, js).await?;
+                wait_event(&mut events, path, js, *timeout).await?;
+            }
+        }
+        ZkCmd::Sync { path } => {
+            client.sync(path).await?;
+            if js {
+                output::json(&json!({"synced": path}))?;
+            } else {
+                println!("Synced {path}");
+            }
+        }
+        ZkCmd::GetEphemerals { path } => {
+            let mut found = Vec::new();
+            let mut stack = vec![path.clone()];
+            while let Some(p) = stack.pop() {
+                let (mut children, st) = match client.get_children_with_stat(&p, false).await {
+                    Ok(r) => r,
+                    // Deleted while the walk went on.
+                    Err(e) if e.code == Code::NoNode && p != *path => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if st.ephemeral_owner != 0 {
+                    found.push((p.clone(), st.ephemeral_owner));
+                }
+                children.sort();
+                for c in children.into_iter().rev() {
+                    stack.push(if p == "/" {
+                        format!("/{c}")
+                    } else {
+                        format!("{p}/{c}")
+                    });
+                }
+            }
+            found.sort();
+            if js {
+                output::json(&json!(found
+                    .iter()
+                    .map(|(p, o)| json!({"path": p, "ephemeral_owner": o}))
+                    .collect::<Vec<_>>()))?;
+            } else {
+                for (p, o) in &found {
+                    println!("{p}\t{o:#x}");
+                }
             }
         }
         ZkCmd::Delete { version, path } => {
@@ -415,15 +533,43 @@ async fn wait_event(
     events: &mut tokio::sync::broadcast::Receiver<hstack_coord_client::WatchedEvent>,
     path: &str,
     js: bool,
+    timeout_secs: u64,
 ) -> anyhow::Result<()> {
     if !js {
         eprintln!("waiting for a change to {path}…");
     }
-    loop {
-        let ev = events.recv().await?;
-        if ev.path == path || ev.kind == EventKind::Expired {
-            return print_event(&ev, js);
+    let wait = async {
+        loop {
+            let ev = events.recv().await?;
+            if ev.path == path || ev.kind == EventKind::Expired {
+                return print_event(&ev, js);
+            }
         }
+    };
+    match tokio::time::timeout(Duration::from_secs(timeout_secs), wait).await {
+        Ok(r) => r,
+        Err(_) => Err(hstack_proto::Error::new(
+            hstack_proto::Code::TimedOut,
+            format!("{path} did not change within {timeout_secs}s (--timeout SECS waits longer)"),
+        )
+        .into()),
+    }
+}
+
+/// A znode's data: text, `-` for standard input, or a file's bytes.
+fn read_data(text: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    if let Some(f) = file {
+        return std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
+    }
+    match text {
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("cannot read the data from standard input")?;
+            Ok(buf)
+        }
+        Some(t) => Ok(t.as_bytes().to_vec()),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -531,4 +677,44 @@ fn print_members(
         &rows,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: super::ZkArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<super::ZkCmd, clap::Error> {
+        T::try_parse_from(std::iter::once("zk").chain(args.iter().copied())).map(|t| t.a.cmd)
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        T::command().debug_assert();
+        assert!(matches!(
+            parse(&["getEphemerals"]).unwrap(),
+            super::ZkCmd::GetEphemerals { path } if path == "/"
+        ));
+        assert!(matches!(
+            parse(&["ls", "-s", "/a"]).unwrap(),
+            super::ZkCmd::Ls { stat: true, .. }
+        ));
+        assert!(matches!(
+            parse(&["stat", "-w", "/a"]).unwrap(),
+            super::ZkCmd::Stat {
+                watch: true,
+                timeout: 600,
+                ..
+            }
+        ));
+        assert!(parse(&["set", "/a", "--data-file", "f"]).is_ok());
+        assert!(parse(&["set", "/a", "-"]).is_ok());
+        assert!(parse(&["set", "/a"]).is_err(), "data or --data-file");
+        assert!(parse(&["set", "/a", "x", "--data-file", "f"]).is_err());
+    }
 }

@@ -5,4 +5,5 @@ mod coord_failures;
 mod daemon;
 mod dfs;
 mod dfs_failures;
+mod dfs_shell;
 mod local_cluster;
