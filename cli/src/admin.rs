@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use hstack_dfs::client::Repeat;
+use hstack_dfs::wire::node_state_name;
 use hstack_proto::dfs as pb;
 use serde_json::json;
 
@@ -96,7 +97,7 @@ enum SafeModeCmd {
 
 fn dn_json(d: &pb::DatanodeInfo) -> serde_json::Value {
     json!({
-        "id": d.id, "host": d.host, "rack": d.rack, "state": d.state,
+        "id": d.id, "host": d.host, "rack": d.rack, "state": node_state_name(d.state()),
         "transfer_addr": d.transfer_addr, "rpc_addr": d.rpc_addr, "http_addr": d.http_addr,
         "capacity": d.capacity, "used": d.used, "remaining": d.remaining,
         "blocks": d.blocks, "xceivers": d.xceivers, "last_contact_ms": d.last_contact_ms,
@@ -138,7 +139,11 @@ fn show_report_of(
 }
 
 fn print_report(r: &pb::DatanodeReport, listed: impl Fn(&pb::DatanodeInfo) -> bool) {
-    let live = r.datanodes.iter().filter(|d| d.state != "dead").count();
+    let live = r
+        .datanodes
+        .iter()
+        .filter(|d| d.state() != hstack_proto::dfs::DatanodeState::Dead)
+        .count();
     println!(
         "Configured capacity: {}  used: {}  remaining: {}",
         human_bytes(r.capacity),
@@ -167,7 +172,7 @@ fn print_report(r: &pb::DatanodeReport, listed: impl Fn(&pb::DatanodeInfo) -> bo
                 vec![
                     d.id.clone(),
                     d.transfer_addr.clone(),
-                    d.state.clone(),
+                    node_state_name(d.state()).to_string(),
                     human_bytes(d.capacity),
                     human_bytes(d.used),
                     human_bytes(d.remaining),
@@ -219,11 +224,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await?;
             show_report_of(&r, json, |d| {
                 if live {
-                    d.state != "dead"
+                    d.state() != hstack_proto::dfs::DatanodeState::Dead
                 } else if dead {
-                    d.state == "dead"
+                    d.state() == hstack_proto::dfs::DatanodeState::Dead
                 } else if decommissioning {
-                    d.state == "decommissioning"
+                    d.state() == hstack_proto::dfs::DatanodeState::Decommissioning
                 } else {
                     true
                 }
@@ -434,7 +439,7 @@ fn fsck_json(r: &pb::FsckReply) -> serde_json::Value {
                 json!({
                     "id": blk.id, "gen_stamp": blk.gen_stamp, "length": blk.len,
                     "replicas": b.replicas.iter().map(|d| json!({
-                        "id": d.id, "rack": d.rack, "addr": d.transfer_addr, "state": d.state,
+                        "id": d.id, "rack": d.rack, "addr": d.transfer_addr, "state": node_state_name(d.state()),
                     })).collect::<Vec<_>>(),
                     "corrupt_on": b.corrupt_on,
                     "problems": b.problems,
@@ -489,10 +494,10 @@ fn print_fsck(path: &str, r: &pb::FsckReply, show: FsckShow) {
                             "{} ({}{})",
                             d.transfer_addr,
                             d.rack,
-                            if d.state == "live" {
+                            if d.state() == hstack_proto::dfs::DatanodeState::Live {
                                 String::new()
                             } else {
-                                format!(", {}", d.state)
+                                format!(", {}", node_state_name(d.state()))
                             }
                         )
                     })

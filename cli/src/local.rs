@@ -363,7 +363,12 @@ async fn fs_live(namenode: &str) -> Option<usize> {
     if r.safe_mode {
         return None;
     }
-    Some(r.datanodes.iter().filter(|d| d.state == "live").count())
+    Some(
+        r.datanodes
+            .iter()
+            .filter(|d| d.state() == hstack_proto::dfs::DatanodeState::Live)
+            .count(),
+    )
 }
 
 async fn readyz(http: &str) -> bool {

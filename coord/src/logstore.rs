@@ -1057,7 +1057,7 @@ mod tests {
         if !fixture.exists() {
             assert!(
                 std::env::var_os("HSTACK_BLESS").is_some(),
-                "fixture {} is missing; run `HSTACK_BLESS=1 cargo test -p hstack-coord fixture` to write it",
+                "fixture {} is missing; run `HSTACK_BLESS=1 cargo test -p hstack-coord of_format_1` to write it",
                 fixture.display()
             );
             let dir = tempfile::tempdir().unwrap();

@@ -193,14 +193,16 @@ impl CoordService {
         if self.node.is_leader() {
             return Ok(());
         }
-        let hint = self
-            .node
-            .leader()
-            .map(|(id, n)| format!("member {id} at {}", n.client_addr));
-        Err(not_leader(format!(
-            "not the leader; send this to {}",
-            hint.unwrap_or_else(|| "the leader once elected".into())
-        ))
+        let leader = self.node.leader();
+        let named = leader
+            .as_ref()
+            .map(|(id, n)| format!("member {id} at {}", n.client_addr))
+            .unwrap_or_else(|| "the leader once elected".into());
+        // The hint is the leader's client address, for a client to act on.
+        Err(CoordError::not_leader(
+            format!("not the leader; send this to {named}"),
+            leader.map(|(_, n)| n.client_addr),
+        )
         .into())
     }
 }

@@ -319,10 +319,13 @@ impl Launch {
         let shutdown = self.shutdown.clone();
         let fatal = self.fatal.clone();
         self.spawn(name, async move {
-            let served = router
-                .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
-                .await;
-            if let Err(e) = served {
+            let stop = shutdown.clone();
+            let served = drained(
+                router.serve_with_incoming_shutdown(incoming, async move { stop.wait().await }),
+                shutdown,
+            )
+            .await;
+            if let Some(Err(e)) = served {
                 fatal.fail(format!("serving {name} gRPC failed: {e:#}"));
             }
         });
@@ -346,13 +349,31 @@ impl Launch {
         };
         let shutdown = self.shutdown.clone();
         let fatal = self.fatal.clone();
-        let served = serve_http(listener, state, shutdown);
+        let served = serve_http(listener, state, shutdown.clone());
         self.spawn("http", async move {
-            if let Err(e) = served.await {
+            if let Some(Err(e)) = drained(served, shutdown).await {
                 fatal.fail(format!("serving HTTP failed: {e:#}"));
             }
         });
         Ok(self.bound("http"))
+    }
+}
+
+/// How long a server stopping gracefully lets requests in flight finish
+/// before it drops them. Long streams (a coordination session, a kept-alive
+/// scrape connection) would otherwise hold shutdown forever; their clients
+/// see the connection end and go elsewhere.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs a server that stops gracefully on `shutdown`, but at most
+/// [`DRAIN`] after it: `None` if it was cut off.
+async fn drained<T>(server: impl Future<Output = T>, shutdown: Shutdown) -> Option<T> {
+    tokio::select! {
+        r = server => Some(r),
+        _ = async {
+            shutdown.wait().await;
+            tokio::time::sleep(DRAIN).await;
+        } => None,
     }
 }
 

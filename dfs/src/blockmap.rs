@@ -67,13 +67,34 @@ pub struct Datanode {
     pub sending: u32,
 }
 
+/// What reports show of a datanode: alive or not, and its administrative
+/// state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Live,
+    Dead,
+    Decommissioning,
+    Decommissioned,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Live => "live",
+            NodeState::Dead => "dead",
+            NodeState::Decommissioning => "decommissioning",
+            NodeState::Decommissioned => "decommissioned",
+        }
+    }
+}
+
 impl Datanode {
-    pub fn state_name(&self) -> &'static str {
+    pub fn state(&self) -> NodeState {
         match (self.alive, self.admin) {
-            (false, _) => "dead",
-            (true, AdminState::InService) => "live",
-            (true, AdminState::Decommissioning) => "decommissioning",
-            (true, AdminState::Decommissioned) => "decommissioned",
+            (false, _) => NodeState::Dead,
+            (true, AdminState::InService) => NodeState::Live,
+            (true, AdminState::Decommissioning) => NodeState::Decommissioning,
+            (true, AdminState::Decommissioned) => NodeState::Decommissioned,
         }
     }
 

@@ -685,8 +685,10 @@ pub fn load_image(path: &Path) -> FsResult<Image> {
     let bytes = fs::read(path).map_err(|e| crate::error::io(&path.display().to_string(), e))?;
     let corrupt = |why: &str| FsError::new(Code::Corrupt, format!("{}: {why}", path.display()));
     let (_, rest) = IMAGE_FORMAT.check(&bytes).map_err(|e| match e {
-        // Not damage: data this build must not touch.
-        FormatError::UnknownVersion { .. } => {
+        // Not damage: data this build must not touch (a version it does
+        // not read, or an image from before versioned formats). Skipping
+        // it for an older image, or none, could start an empty namespace.
+        FormatError::UnknownVersion { .. } | FormatError::NotThisFormat { .. } => {
             FsError::new(Code::Unimplemented, format!("{}: {e}", path.display()))
         }
         e => corrupt(&e.to_string()),

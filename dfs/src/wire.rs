@@ -3,6 +3,7 @@
 
 use hstack_proto::dfs as pb;
 
+use crate::blockmap::NodeState;
 use crate::error::{FsError, FsResult};
 use crate::namespace::BlockRec;
 
@@ -23,6 +24,27 @@ impl From<pb::Block> for BlockRec {
             gen_stamp: b.gen_stamp,
             len: b.len,
         }
+    }
+}
+
+/// A datanode's state on the wire.
+pub fn node_state(s: NodeState) -> pb::DatanodeState {
+    match s {
+        NodeState::Live => pb::DatanodeState::Live,
+        NodeState::Dead => pb::DatanodeState::Dead,
+        NodeState::Decommissioning => pb::DatanodeState::Decommissioning,
+        NodeState::Decommissioned => pb::DatanodeState::Decommissioned,
+    }
+}
+
+/// The name reports print for a datanode state (`live`, `dead`, …).
+pub fn node_state_name(s: pb::DatanodeState) -> &'static str {
+    match s {
+        pb::DatanodeState::Live => "live",
+        pb::DatanodeState::Dead => "dead",
+        pb::DatanodeState::Decommissioning => "decommissioning",
+        pb::DatanodeState::Decommissioned => "decommissioned",
+        pb::DatanodeState::Unknown => "unknown",
     }
 }
 

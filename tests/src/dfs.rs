@@ -166,7 +166,11 @@ impl DfsCluster {
                         .await
                         .ok()?;
                     let r = report_of(&c).await.ok()?;
-                    let live = r.datanodes.iter().filter(|d| d.state == "live").count();
+                    let live = r
+                        .datanodes
+                        .iter()
+                        .filter(|d| d.state() == pb::DatanodeState::Live)
+                        .count();
                     (live == n && !r.safe_mode).then_some(())
                 }
             },

@@ -345,13 +345,51 @@ pub fn hstack_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Ran> {
 }
 
 /// Starts `hstack ARGS…` in the background, its stdin and stdout piped.
-pub fn hstack_spawn(args: &[&str]) -> anyhow::Result<Child> {
-    Ok(Command::new(hstack_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?)
+/// It is killed when dropped, so a test that fails half way leaves no
+/// client process behind.
+pub fn hstack_spawn(args: &[&str]) -> anyhow::Result<Spawned> {
+    Ok(Spawned(Some(
+        Command::new(hstack_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    )))
+}
+
+/// A child `hstack` command, killed (and reaped) when dropped.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// Waits for it to end, collecting what it printed.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.take().expect("a child").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a child")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
 }
 
 /// `GET path` on a daemon's HTTP address: (status, body), or `None` if

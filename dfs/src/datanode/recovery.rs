@@ -35,20 +35,20 @@ pub(crate) enum RecoveryState {
 }
 
 impl RecoveryState {
-    fn name(self) -> &'static str {
+    fn to_pb(self) -> pb::ReplicaRecoveryState {
         match self {
-            RecoveryState::Finalized => "finalized",
-            RecoveryState::Rbw => "rbw",
-            RecoveryState::Missing => "missing",
+            RecoveryState::Finalized => pb::ReplicaRecoveryState::Finalized,
+            RecoveryState::Rbw => pb::ReplicaRecoveryState::Rbw,
+            RecoveryState::Missing => pb::ReplicaRecoveryState::Missing,
         }
     }
 
-    fn from_name(s: &str) -> Option<Self> {
+    fn from_pb(s: pb::ReplicaRecoveryState) -> Option<Self> {
         match s {
-            "finalized" => Some(RecoveryState::Finalized),
-            "rbw" => Some(RecoveryState::Rbw),
-            "missing" => Some(RecoveryState::Missing),
-            _ => None,
+            pb::ReplicaRecoveryState::Finalized => Some(RecoveryState::Finalized),
+            pb::ReplicaRecoveryState::Rbw => Some(RecoveryState::Rbw),
+            pb::ReplicaRecoveryState::Missing => Some(RecoveryState::Missing),
+            pb::ReplicaRecoveryState::Unknown => None,
         }
     }
 }
@@ -163,7 +163,7 @@ impl pb::datanode_server::Datanode for DatanodeService {
         let (rec, state) = init_recovery(&self.ctx, block, req.new_gen_stamp)?;
         Ok(Response::new(pb::ReplicaRecoveryInfo {
             block: Some(pb::Block::from(rec)),
-            state: state.name().into(),
+            state: state.to_pb() as i32,
         }))
     }
 
@@ -230,7 +230,7 @@ async fn init_on(
         .await
         .map_err(FsError::from)?
         .into_inner();
-    let state = RecoveryState::from_name(&reply.state)
+    let state = RecoveryState::from_pb(reply.state())
         .ok_or_else(|| FsError::invalid(format!("unknown replica state {:?}", reply.state)))?;
     Ok((crate::wire::block(reply.block)?, state))
 }

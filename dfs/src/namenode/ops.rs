@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{expected, now_ms, rack_of, HaState, Namenode, State};
-use crate::blockmap::{AdminState, BlockMap, Command, Datanode, NodeIdx, NodeStats};
+use crate::blockmap::{AdminState, BlockMap, Command, Datanode, NodeIdx, NodeState, NodeStats};
 use crate::error::{Code, FsError, FsResult};
 use crate::namespace::{self, BlockRec, Caller, Edit, InodeId, Summary, MAX_REPLICATION};
 use crate::path;
@@ -66,7 +66,7 @@ pub(crate) struct NodeView {
     pub remaining: u64,
     pub xceivers: u32,
     pub failed_volumes: u32,
-    pub state: &'static str,
+    pub state: NodeState,
     pub last_contact_ms: i64,
     pub blocks: u64,
 }
@@ -84,7 +84,7 @@ fn view(n: &Datanode) -> NodeView {
         remaining: n.remaining,
         xceivers: n.xceivers,
         failed_volumes: n.failed_volumes,
-        state: n.state_name(),
+        state: n.state(),
         last_contact_ms: n.last_contact.elapsed().as_millis() as i64,
         blocks: n.blocks,
     }
@@ -1006,7 +1006,7 @@ impl Namenode {
                 let uc = f.uc.is_some() && i + 1 == f.blocks.len();
                 if let Some(info) = st.bm.blocks.get(&b.id) {
                     fb.replicas = views(&st.bm, &info.replicas);
-                    fb.replicas.retain(|r| r.state != "dead");
+                    fb.replicas.retain(|r| r.state != NodeState::Dead);
                     fb.corrupt_on = info
                         .corrupt
                         .iter()
@@ -1109,7 +1109,7 @@ impl Namenode {
             return Err(FsError::invalid(format!(
                 "datanode {} is {}: only dead datanodes can be removed (stop it, and wait for it to be declared dead)",
                 n.id,
-                n.state_name()
+                n.state().name()
             )));
         }
         for i in idx {

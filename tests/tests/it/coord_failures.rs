@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hstack_coord_client::{Client, ClientOptions, CreateMode, EventKind};
+use hstack_coord_client::{Client, ClientOptions, Code, CreateMode, EventKind};
 use hstack_tests::{hstack_spawn, http_get, wait_for, CoordEnsemble};
 
 /// Every key in `keys` exists on member `id` (read from it alone, after a sync).
@@ -447,6 +447,23 @@ async fn membership_change_adds_and_removes_a_member() {
         .await
         .unwrap();
     assert!(!r.members.iter().any(|m| m.id == 4), "{r:?}");
+    // sent to a follower, a membership change is refused with NotLeader,
+    // whose hint is the leader's client address (what a client acts on)
+    let leader = ens.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let follower = ens.nodes.iter().find(|p| p.id != leader).unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", follower.addr("client")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = hstack_coord_client::proto::coord_client::CoordClient::new(ch)
+        .remove_member(hstack_coord_client::proto::RemoveMemberRequest { id: 9 })
+        .await
+        .unwrap_err();
+    let e = hstack_tests::hstack_proto::Error::from_status(&e);
+    assert_eq!(e.code, Code::NotLeader, "{e}");
+    let leader_client = ens.nodes[leader as usize - 1].addr("client");
+    assert_eq!(e.hint.as_deref(), Some(leader_client.as_str()), "{e:?}");
     // removing the unknown is a clear error
     let e = hstack_coord_client::remove_member(&ens.client_addrs(), 9)
         .await

@@ -154,9 +154,35 @@ async fn sigterm_joins_every_task_and_exits_cleanly() {
     ] {
         assert!(metrics.contains(m), "{m} missing");
     }
+    // A client holds a session (a stream that never ends by itself): the
+    // member still stops promptly, cutting it off after the drain period.
+    let me = hstack_coord_client::proto::MemberInfo {
+        id: 1,
+        raft_addr: p.addr("raft"),
+        client_addr: p.addr("client"),
+        http_addr: p.addr("http"),
+        ..Default::default()
+    };
+    hstack_coord_client::bootstrap(&p.addr("client"), vec![me])
+        .await
+        .unwrap();
+    let mut opts = hstack_coord_client::ClientOptions::new(vec![p.addr("client")]);
+    opts.shuffle = false;
+    let session = hstack_coord_client::Client::connect(opts).await.unwrap();
+    session
+        .create("/held", b"", hstack_coord_client::CreateMode::Ephemeral)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
     let status = p
         .terminate(Duration::from_secs(20))
         .expect("exited by itself within the grace period");
+    assert!(
+        started.elapsed() < hstack_daemon::SHUTDOWN_GRACE,
+        "shutdown took {:?}: a task waited for the session",
+        started.elapsed()
+    );
+    drop(session);
     assert!(status.success(), "{status}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("stopped"), "{text}");

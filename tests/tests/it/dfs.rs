@@ -464,7 +464,7 @@ async fn admin_calls_are_the_superusers_and_groups_come_from_the_namenode() -> a
         .iter()
         .find(|d| d.id == "dn1")
         .expect("dn1");
-    assert_eq!(dn1.state, "live");
+    assert_eq!(dn1.state(), pb::DatanodeState::Live);
     // The superuser (the user running the namenode and this test) may.
     let me: &[(&str, &str)] = &[];
     let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "safemode", "enter"], me)?;

@@ -19,7 +19,7 @@ async fn live_ids(c: &DfsClient) -> Option<HashSet<String>> {
         report
             .datanodes
             .iter()
-            .filter(|d| d.state == "live")
+            .filter(|d| d.state() == hstack_tests::hstack_proto_dfs::DatanodeState::Live)
             .map(|d| d.id.clone())
             .collect(),
     )
@@ -61,7 +61,9 @@ async fn wait_dead(c: &DfsClient, id: &str) -> anyhow::Result<()> {
             let r = hstack_tests::dfs::report_of(c).await.ok()?;
             r.datanodes
                 .iter()
-                .any(|d| d.id == id && d.state == "dead")
+                .any(|d| {
+                    d.id == id && d.state() == hstack_tests::hstack_proto_dfs::DatanodeState::Dead
+                })
                 .then_some(())
         },
     )
@@ -271,7 +273,10 @@ async fn decommission_drains_a_node_first() -> anyhow::Result<()> {
         let r = hstack_tests::dfs::report_of(&c).await.ok()?;
         r.datanodes
             .iter()
-            .any(|d| d.id == "dn1" && d.state == "decommissioned")
+            .any(|d| {
+                d.id == "dn1"
+                    && d.state() == hstack_tests::hstack_proto_dfs::DatanodeState::Decommissioned
+            })
             .then_some(())
     })
     .await?;

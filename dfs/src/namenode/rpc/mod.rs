@@ -77,7 +77,7 @@ fn node_pb(n: NodeView) -> pb::DatanodeInfo {
         remaining: n.remaining,
         xceivers: n.xceivers,
         failed_volumes: n.failed_volumes,
-        state: n.state.to_string(),
+        state: crate::wire::node_state(n.state) as i32,
         last_contact_ms: n.last_contact_ms,
         blocks: n.blocks,
     }
