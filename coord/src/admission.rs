@@ -7,10 +7,15 @@
 //! 127.0.0.1, ::1, and the addresses this member binds and advertises —
 //! not every loopback address, so that members on 127.0.0.1 and a stranger
 //! on 127.0.0.9 can be told apart (the tests do exactly that). No empty
-//! value widens the check.
+//! value widens the check, and a bootstrap is no exception: it comes from
+//! this host or an `initial_members` host, never from a host merely named
+//! in the request. IPv4-mapped IPv6 addresses count as the IPv4 address.
+//! A caller that is not admitted makes the member resolve its members'
+//! names again (one may have moved), at most once a second.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::error::{Code, CoordError};
 use crate::node::Node;
@@ -22,9 +27,20 @@ async fn ips_of(addr: &str) -> Vec<IpAddr> {
         return vec![a.ip()];
     }
     match tokio::net::lookup_host(addr).await {
-        Ok(found) => found.map(|a| a.ip()).collect(),
+        Ok(found) => found.map(|a| a.ip().to_canonical()).collect(),
         Err(_) => vec![],
     }
+}
+
+/// How often a refused caller may make a member resolve names again.
+const RERESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The member hosts peer traffic is admitted from, for one membership.
+pub(crate) struct Admitted {
+    /// The Raft addresses they were resolved from, sorted.
+    addrs: Vec<String>,
+    ips: HashSet<IpAddr>,
+    resolved: Instant,
 }
 
 impl Node {
@@ -45,11 +61,12 @@ impl Node {
             addrs.extend(initial.into_iter().map(|(_, n)| n.raft_addr));
         }
         addrs.sort();
-        if !fresh {
+        {
             let cache = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((known, ips)) = cache.as_ref() {
-                if *known == addrs {
-                    return ips.clone();
+            if let Some(known) = cache.as_ref() {
+                let recent = known.resolved.elapsed() < RERESOLVE_EVERY;
+                if known.addrs == addrs && (!fresh || recent) {
+                    return known.ips.clone();
                 }
             }
         }
@@ -57,7 +74,11 @@ impl Node {
         for a in &addrs {
             ips.extend(ips_of(a).await);
         }
-        *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Some((addrs, ips.clone()));
+        *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Admitted {
+            addrs,
+            ips: ips.clone(),
+            resolved: Instant::now(),
+        });
         ips
     }
 
@@ -81,7 +102,7 @@ impl Node {
         for a in [&self.cfg.client_addr, &self.cfg.raft_addr] {
             if let Ok(a) = a.parse::<SocketAddr>() {
                 if !a.ip().is_unspecified() {
-                    ips.insert(a.ip());
+                    ips.insert(a.ip().to_canonical());
                 }
             }
         }
@@ -94,7 +115,7 @@ impl Node {
     /// Admits peer traffic from `remote` only if it is a configured
     /// member's host (this host, for a member in no ensemble yet).
     pub(crate) async fn admit_peer(&self, remote: Option<SocketAddr>) -> Result<(), CoordError> {
-        let Some(ip) = remote.map(|a| a.ip()) else {
+        let Some(ip) = remote.map(|a| a.ip().to_canonical()) else {
             return Err(refused("peer traffic from an unknown address"));
         };
         let (member, none) = self.is_member_host(ip).await;
@@ -107,24 +128,18 @@ impl Node {
         )))
     }
 
-    /// Admits a membership change (`what`) from this host, a member's, or
-    /// one of `named` (what a bootstrap names).
+    /// Admits a membership change or a bootstrap (`what`) from this host
+    /// or a member's.
     pub(crate) async fn admit(
         &self,
         remote: Option<SocketAddr>,
-        named: &[String],
         what: &str,
     ) -> Result<(), CoordError> {
-        let Some(ip) = remote.map(|a| a.ip()) else {
+        let Some(ip) = remote.map(|a| a.ip().to_canonical()) else {
             return Err(refused(&format!("{what}: from an unknown address")));
         };
         if self.own_ips().await.contains(&ip) || self.is_member_host(ip).await.0 {
             return Ok(());
-        }
-        for a in named {
-            if ips_of(a).await.contains(&ip) {
-                return Ok(());
-            }
         }
         tracing::warn!(%ip, "refused to {what} for a host that is not a member");
         Err(refused(&format!(

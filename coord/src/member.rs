@@ -94,6 +94,15 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
     )
     .await
     .map_err(|e| StartError::failed("starting raft", e))?;
+    // Raft stops once the daemon stops, joined like every task; spawned
+    // before anything else can fail, so a failed start stops it too.
+    let (stop_raft, shutdown) = (raft.clone(), launch.shutdown());
+    launch.spawn("raft", async move {
+        shutdown.wait().await;
+        if let Err(e) = stop_raft.shutdown().await {
+            tracing::warn!("failed to stop raft cleanly: {e}");
+        }
+    });
 
     let (ptx, prx) = mpsc::channel(65_536);
     let node = Arc::new(Node {
@@ -148,14 +157,6 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
         leader_watch(node.clone(), launch.shutdown(), launch.fatal()),
     );
     launch.spawn("ticker", ticker(node.clone(), launch.shutdown()));
-    // Raft stops once the daemon stops: joined like every task.
-    let (stop_raft, shutdown) = (raft.clone(), launch.shutdown());
-    launch.spawn("raft", async move {
-        shutdown.wait().await;
-        if let Err(e) = stop_raft.shutdown().await {
-            tracing::warn!("failed to stop raft cleanly: {e}");
-        }
-    });
 
     // Form the ensemble from static configuration if we are its smallest id.
     let initial = cfg.parse_initial_members().map_err(|e| {

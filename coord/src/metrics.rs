@@ -2,7 +2,7 @@
 //! is given (never the global one), so in-process members keep their own.
 
 use hstack_daemon::metrics::{Metrics, LATENCY_BUCKETS};
-use prometheus::{Histogram, HistogramVec, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Client operations, in the order of `CoordMetrics::request_counters`.
 pub const OPS: [&str; 12] = [
@@ -55,6 +55,9 @@ pub struct CoordMetrics {
     pub peer_rpc_seconds: HistogramVec,
     /// Time this member spent handling Raft RPCs it received, by kind.
     pub peer_handle_seconds: HistogramVec,
+    /// Raft RPCs this member sent that failed, by kind and reason
+    /// (timeout, unreachable, error).
+    pub peer_rpc_failures: IntCounterVec,
 }
 
 impl CoordMetrics {
@@ -90,6 +93,11 @@ impl CoordMetrics {
                 "Round trip of Raft RPCs sent, by kind",
                 &["kind"],
                 lat.clone(),
+            ),
+            peer_rpc_failures: m.counter_vec(
+                "peer_rpc_failures_total",
+                "Raft RPCs sent that failed, by kind and reason (timeout, unreachable, error)",
+                &["kind", "reason"],
             ),
             peer_handle_seconds: m.histogram_vec(
                 "peer_handle_seconds",

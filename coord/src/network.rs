@@ -288,11 +288,22 @@ impl Conn {
             .peer_rpc_seconds
             .with_label_values(&[kind.label()])
             .observe(started.elapsed().as_secs_f64());
-        let reply = reply.map_err(|e| match e {
-            CallError::Unreachable { .. } | CallError::Connect { .. } => {
-                RPCError::Unreachable(Unreachable::new(&e))
+        let reply = reply.map_err(|e| {
+            let reason = match e {
+                CallError::Timeout { .. } => "timeout",
+                CallError::Unreachable { .. } | CallError::Connect { .. } => "unreachable",
+                _ => "error",
+            };
+            self.metrics
+                .peer_rpc_failures
+                .with_label_values(&[kind.label(), reason])
+                .inc();
+            match e {
+                CallError::Unreachable { .. } | CallError::Connect { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+                _ => RPCError::Network(NetworkError::new(&e)),
             }
-            _ => RPCError::Network(NetworkError::new(&e)),
         })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

@@ -73,7 +73,7 @@ pub struct Node {
     pub(crate) membership: tokio::sync::Mutex<()>,
     /// The member hosts peer traffic is admitted from, and the addresses
     /// they were resolved from (`admission`).
-    pub(crate) admitted: Mutex<Option<(Vec<String>, std::collections::HashSet<std::net::IpAddr>)>>,
+    pub(crate) admitted: Mutex<Option<crate::admission::Admitted>>,
 }
 
 impl Node {
@@ -321,8 +321,13 @@ pub(crate) async fn proposer_loop(
         };
         // Wait for an in-flight slot first: what arrives meanwhile joins
         // this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // (A shutdown meanwhile drops the batch unsubmitted, as above.)
+        let permit = tokio::select! {
+            _ = shutdown.wait() => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         if node.is_leader() {
             // One entry per fsync of the leader's log: while one runs, let

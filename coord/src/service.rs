@@ -56,10 +56,10 @@ impl pb::coord_server::Coord for CoordService {
         let remote = req.remote_addr();
         let req = req.into_inner();
         // Before an ensemble exists there are no members to trust: a
-        // bootstrap comes from this host, or from a host it names.
-        let named: Vec<String> = req.members.iter().map(|m| m.raft_addr.clone()).collect();
+        // bootstrap comes from this host (or an initial member's), not
+        // from whoever it names.
         self.node
-            .admit(remote, &named, "bootstrap")
+            .admit(remote, "bootstrap")
             .await
             .map_err(Status::from)?;
         if req.members.is_empty() {
@@ -107,7 +107,7 @@ impl pb::coord_server::Coord for CoordService {
     ) -> Result<Response<pb::MembersReply>, Status> {
         let remote = req.remote_addr();
         self.node
-            .admit(remote, &[], "add a member")
+            .admit(remote, "add a member")
             .await
             .map_err(Status::from)?;
         let req = req.into_inner();
@@ -151,7 +151,7 @@ impl pb::coord_server::Coord for CoordService {
     ) -> Result<Response<pb::MembersReply>, Status> {
         let remote = req.remote_addr();
         self.node
-            .admit(remote, &[], "remove a member")
+            .admit(remote, "remove a member")
             .await
             .map_err(Status::from)?;
         let id = req.into_inner().id;

@@ -14,6 +14,7 @@ mod fsutil;
 mod http;
 mod logging;
 pub mod metrics;
+pub mod net;
 pub mod process;
 mod role;
 mod shutdown;

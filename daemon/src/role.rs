@@ -495,8 +495,12 @@ where
             let dir = R::announce_dir(&cfg);
             let handle =
                 launch::<R>(cfg, id.clone(), shutdown, prometheus::Registry::new()).await?;
-            crate::announce(&dir, R::NAME, &id, &handle.addrs)
-                .map_err(|e| StartError::storage(&dir, e))?;
+            if let Err(e) = crate::announce(&dir, R::NAME, &id, &handle.addrs) {
+                // Started but unannounced: stop what started, then fail.
+                handle.shutdown.trigger();
+                let _ = handle.wait().await;
+                return Err(StartError::storage(&dir, e));
+            }
             tracing::info!(addrs = ?handle.addrs, "{} started", R::NAME);
             let stopped = handle.wait().await;
             tracing::info!("stopped");

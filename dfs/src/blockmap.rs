@@ -65,6 +65,9 @@ pub struct Datanode {
     pub commands: Vec<Command>,
     /// Replication streams this node is sending now (a throttle).
     pub sending: u32,
+    /// The address its registration came from: its other DatanodeProtocol
+    /// calls must come from there too (until there is authentication).
+    pub from_ip: Option<std::net::IpAddr>,
 }
 
 /// What reports show of a datanode: alive or not, and its administrative
@@ -275,6 +278,7 @@ impl BlockMap {
             forgotten: false,
             commands: Vec::new(),
             sending: 0,
+            from_ip: None,
         });
         self.by_id.insert(id.into(), i);
         i

@@ -201,7 +201,9 @@ impl Code {
         use tonic::Code as G;
         match code {
             G::InvalidArgument | G::OutOfRange => Code::InvalidArgument,
-            G::NotFound => Code::FileNotFound,
+            // Not FileNotFound: no hstack server said a file is missing (a
+            // proxy's 404, a server without this service). Naming a file
+            // missing would make a client act on a lie.
             G::PermissionDenied | G::Unauthenticated => Code::PermissionDenied,
             G::Unimplemented => Code::Unimplemented,
             G::DeadlineExceeded => Code::TimedOut,

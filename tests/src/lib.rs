@@ -16,6 +16,7 @@ use hstack_coord_client::{Client, ClientOptions};
 use hstack_daemon::process::DaemonProcess;
 
 pub use hstack_coord_client as hstack_coord;
+pub use hstack_daemon;
 pub use hstack_dfs;
 pub use hstack_proto;
 pub use hstack_proto::dfs as hstack_proto_dfs;
@@ -296,12 +297,20 @@ fn spawn_member(dir: &Path, id: u64, extra: &[&str]) -> anyhow::Result<Proc> {
     Ok(p)
 }
 
+/// ERROR lines that are not ours to judge: openraft logs every failed
+/// replication RPC at ERROR, a peer that answered late on a loaded machine
+/// or had already stopped at shutdown alike (docs/operations/coord.md,
+/// "Log lines"). What the tests hold members to (no acknowledged write
+/// lost, every member converging) they check on the data, not here.
+const NOT_OURS: &[&str] = &["openraft::replication: RPCError"];
+
 /// Fails on a panic or an ERROR line in `log` not matching `allowed`.
 pub fn check_log(log: &Path, allowed: &[String]) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     for line in text.lines() {
         let bad = line.contains("panicked") || line.contains(" ERROR ");
-        if bad && !allowed.iter().any(|a| line.contains(a.as_str())) {
+        let not_ours = NOT_OURS.iter().any(|a| line.contains(a));
+        if bad && !not_ours && !allowed.iter().any(|a| line.contains(a.as_str())) {
             bail!("unexpected line in {}:\n{line}", log.display());
         }
     }

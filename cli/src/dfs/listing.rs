@@ -1,6 +1,5 @@
 //! The verbs that look: ls, stat, du, count, df, find.
 
-use anyhow::Context;
 use hstack_dfs::client::Repeat;
 use hstack_dfs::namespace::mode_string;
 use hstack_proto::dfs as pb;
@@ -296,19 +295,15 @@ pub(super) async fn count(
 }
 
 pub(super) async fn df(sh: &Shell, human: bool) -> anyhow::Result<()> {
-    let req = pb::DatanodeReportRequest {
+    let req = pb::FsStatsRequest {
         caller: sh.c.caller(),
     };
     let r =
-        sh.c.admin_call("report", Repeat::Idempotent, |mut nn| {
+        sh.c.call("fs stats", Repeat::Idempotent, |mut nn| {
             let req = req.clone();
-            async move { nn.get_datanode_report(req).await }
+            async move { nn.get_fs_stats(req).await }
         })
-        .await
-        .context(
-            "df reads the namenode's datanode report, which only the superuser \
-             (or the supergroup) may read",
-        )?;
+        .await?;
     let fs = format!("hdfs://{}", sh.nn);
     let pct = if r.capacity == 0 {
         0.0

@@ -46,11 +46,14 @@ pub(crate) struct NodeStatus {
 pub(crate) type NamenodeClient = pb::datanode_protocol_client::DatanodeProtocolClient<Channel>;
 
 /// A client that connects when first used and reconnects by itself.
-pub(crate) fn namenode_client(addr: &str) -> anyhow::Result<NamenodeClient> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy();
+/// The datanode's channel to the namenode, leaving from `from` (the
+/// address it serves on, when bound to one): the namenode takes a
+/// datanode's reports only from the address it registered from.
+pub(crate) fn namenode_client(
+    addr: &str,
+    from: Option<std::net::IpAddr>,
+) -> anyhow::Result<NamenodeClient> {
+    let ch = hstack_daemon::net::channel_from(from, addr)?;
     Ok(NamenodeClient::new(ch)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(64 << 20))
@@ -64,6 +67,9 @@ pub(crate) struct Actor {
     /// This node as the namenode should know it (usage filled per call).
     pub me: pb::DatanodeInfo,
     pub storage_dirs: Vec<String>,
+    /// The cluster its replicas belong to, as start found it; `None` (no
+    /// replicas, no id yet) until the namenode's handshake names it.
+    pub cluster_id: Option<String>,
     pub status: Arc<NodeStatus>,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub shutdown: Shutdown,
@@ -208,16 +214,14 @@ impl Actor {
     }
 
     /// The cluster this datanode's replicas belong to: kept in the first
-    /// data directory, or (a datanode that holds none yet, checked at
-    /// start) the namenode's, asked once and kept from then on.
+    /// data directory and read at start, or (a datanode that held none
+    /// then) the namenode's, asked once and kept from then on.
     async fn cluster_id(&mut self) -> FsResult<String> {
+        if let Some(id) = &self.cluster_id {
+            return Ok(id.clone());
+        }
         let first = std::path::Path::new(&self.storage_dirs[0]);
         let f = super::cluster_id_file(first);
-        if let Ok(id) = std::fs::read_to_string(&f) {
-            if !id.trim().is_empty() {
-                return Ok(id.trim().to_string());
-            }
-        }
         let reply = rpc("handshake", RPC_TIMEOUT, self.nn.handshake(pb::Empty {})).await?;
         if reply.cluster_id.is_empty() {
             return Err(FsError::invalid("the namenode named no cluster id"));
@@ -225,6 +229,7 @@ impl Actor {
         hstack_daemon::write_atomic(&f, format!("{}\n", reply.cluster_id).as_bytes())
             .map_err(|e| crate::error::io(&f.display().to_string(), e))?;
         tracing::info!(cluster = %reply.cluster_id, "joined the cluster");
+        self.cluster_id = Some(reply.cluster_id.clone());
         Ok(reply.cluster_id)
     }
 

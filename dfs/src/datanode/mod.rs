@@ -103,7 +103,7 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
     .map_err(|e| StartError::failed("opening the block store", e))?
     .map_err(|e| StartError::storage(&dirs[0], format!("cannot open the block store: {e}")))?;
     let store = Arc::new(store);
-    check_cluster_id(&dirs[0], &store)?;
+    let cluster_id = check_cluster_id(&dirs[0], &store)?;
     let metrics = DatanodeMetrics::new(launch.registry());
 
     let transfer_listener = launch
@@ -195,7 +195,7 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
         rack: cfg.rack.clone(),
         ..Default::default()
     };
-    let nn = actor::namenode_client(&cfg.namenode)
+    let nn = actor::namenode_client(&cfg.namenode, Some(transfer_addr.ip()))
         .map_err(|e| StartError::bad_value("namenode", &cfg.namenode, e.to_string()))?;
     let actor = Actor {
         ctx: ctx.clone(),
@@ -203,6 +203,7 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
         namenode: cfg.namenode.clone(),
         me,
         storage_dirs: cfg.data_dirs.clone(),
+        cluster_id,
         status: status.clone(),
         events: events_rx,
         shutdown: launch.shutdown(),
@@ -222,13 +223,16 @@ pub(crate) fn cluster_id_file(first_dir: &Path) -> PathBuf {
 /// while it holds no replica: replicas with no cluster to belong to might
 /// be another cluster's, and a namenode that does not know them would
 /// delete them.
-fn check_cluster_id(first_dir: &Path, store: &BlockStore) -> Result<(), StartError> {
+/// Read once, at start: the id it returns (`None`: ask the namenode) is
+/// the one the datanode registers with for its whole life, whatever
+/// happens to the file later.
+fn check_cluster_id(first_dir: &Path, store: &BlockStore) -> Result<Option<String>, StartError> {
     let f = cluster_id_file(first_dir);
     let known = std::fs::read_to_string(&f).map(|s| s.trim().to_string());
     let replicas = store.replica_count();
     match known {
-        Ok(id) if !id.is_empty() => Ok(()),
-        _ if replicas == 0 => Ok(()),
+        Ok(id) if !id.is_empty() => Ok(Some(id)),
+        _ if replicas == 0 => Ok(None),
         _ => Err(StartError::storage(
             &f,
             format!(

@@ -23,14 +23,19 @@ pub(crate) struct Groups {
 
 impl Groups {
     /// `user`'s groups on this host (none for a user it does not know).
+    /// The lookup (NSS: files, perhaps LDAP) runs without the cache's lock
+    /// held, so one slow lookup does not stall every other caller.
     pub(crate) fn of(&self, user: &str) -> Arc<[String]> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, g)) = cache.get(user) {
-            if at.elapsed() < CACHE_FOR {
-                return g.clone();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, g)) = cache.get(user) {
+                if at.elapsed() < CACHE_FOR {
+                    return g.clone();
+                }
             }
         }
         let groups: Arc<[String]> = lookup(user).into();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
             cache.clear();
         }

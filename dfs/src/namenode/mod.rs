@@ -54,6 +54,16 @@ pub(crate) struct Lease {
     files: BTreeSet<InodeId>,
 }
 
+/// A lease recovery under way.
+pub(crate) struct Recovering {
+    /// When it (last) started: one that does not finish starts again.
+    pub since: Instant,
+    /// The generation stamp its primary datanode was given; a commit of any
+    /// other stamp (a stale primary's, anyone else's) is refused. `None`
+    /// while no replica is reachable to recover.
+    pub gen_stamp: Option<u64>,
+}
+
 pub(crate) struct SafeMode {
     /// Entered by an administrator: only an administrator ends it.
     manual: bool,
@@ -67,8 +77,8 @@ pub(crate) struct State {
     pub ns: Namespace,
     pub bm: BlockMap,
     pub leases: HashMap<String, Lease>,
-    /// Files whose lease the namenode is recovering, and since when.
-    pub recovering: HashMap<InodeId, Instant>,
+    /// Files whose lease the namenode is recovering.
+    pub recovering: HashMap<InodeId, Recovering>,
     /// Pipelines of blocks being written (where lease recovery looks).
     pub uc_locs: HashMap<u64, Vec<NodeIdx>>,
     pub safe: SafeMode,
@@ -225,8 +235,9 @@ impl Namenode {
         let (r, txid) = {
             let mut st = self.lock();
             if let Some(e) = self.log.failure() {
+                // Not Unavailable: this lasts until an operator acts.
                 return Err(FsError::new(
-                    Code::Unavailable,
+                    Code::Io,
                     format!("the edit log failed ({e}); this namenode accepts no changes"),
                 ));
             }
@@ -266,7 +277,11 @@ fn cluster_id(dir: &Path) -> Result<String, StartError> {
     let f = dir.join("VERSION");
     if let Ok(s) = std::fs::read_to_string(&f) {
         if let Some(id) = s.lines().find_map(|l| l.strip_prefix("cluster_id=")) {
-            return Ok(id.trim().to_string());
+            let id = id.trim();
+            if id.is_empty() {
+                return Err(StartError::storage(&f, "has an empty cluster_id"));
+            }
+            return Ok(id.to_string());
         }
         return Err(StartError::storage(&f, "has no cluster_id line"));
     }
@@ -545,7 +560,13 @@ impl Namenode {
                         new_gen_stamp: gs,
                         replicas: locs,
                     });
-                st.recovering.insert(inode, now);
+                st.recovering.insert(
+                    inode,
+                    Recovering {
+                        since: now,
+                        gen_stamp: Some(gs),
+                    },
+                );
             }
             Some(b) if st.uc_locs.contains_key(&b.id) => {
                 // Its replicas exist but none is reachable: wait for one.
@@ -554,7 +575,13 @@ impl Namenode {
                     block = b.id,
                     "lease recovery: no live replica of the last block; waiting"
                 );
-                st.recovering.insert(inode, now);
+                st.recovering.insert(
+                    inode,
+                    Recovering {
+                        since: now,
+                        gen_stamp: None,
+                    },
+                );
             }
             _ => {
                 // No block, or a last block no datanode ever received.

@@ -132,8 +132,8 @@ impl Namenode {
         // A recovery that has not finished (its primary died, say) starts
         // again with a new stamp.
         let retry = Duration::from_millis((self.cfg.heartbeat_ms as u64 * 5).max(10_000));
-        for (inode, since) in &st.recovering {
-            if now.duration_since(*since) >= retry {
+        for (inode, r) in &st.recovering {
+            if now.duration_since(r.since) >= retry {
                 files.push(*inode);
             }
         }

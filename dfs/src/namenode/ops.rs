@@ -9,6 +9,7 @@
 //! answer); reads look under the lock.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -945,6 +946,15 @@ impl Namenode {
         Ok(self.report_of(&self.lock()))
     }
 
+    /// The totals of the datanode report without the datanodes: what any
+    /// caller may know (HDFS's getStats).
+    pub(crate) fn fs_stats(&self, _w: &Who) -> FsResult<Report> {
+        self.gate(Category::Read)?;
+        let mut r = self.report_of(&self.lock());
+        r.datanodes.clear();
+        Ok(r)
+    }
+
     fn report_of(&self, st: &State) -> Report {
         let h = st.bm.health(st.expected_fn());
         let live = st.bm.nodes.iter().filter(|n| n.alive);
@@ -970,11 +980,12 @@ impl Namenode {
     }
 
     /// Every file below `p` with its blocks' replicas and problems. Any
-    /// named caller may run it, as `hdfs fsck` (it reads metadata only).
-    pub(crate) fn fsck(&self, _w: &Who, p: &str) -> FsResult<Fsck> {
+    /// caller who could list the whole tree may run it, as `hdfs fsck` (it
+    /// reads metadata only); the superuser anywhere.
+    pub(crate) fn fsck(&self, w: &Who, p: &str) -> FsResult<Fsck> {
         self.gate(Category::Admin)?;
         let st = self.lock();
-        let (files, directories) = st.ns.walk_files(p)?;
+        let (files, directories) = st.ns.walk_files(p, Some(&w.caller))?;
         let racks_in_cluster: HashSet<&str> = st
             .bm
             .nodes
@@ -1146,12 +1157,34 @@ impl Namenode {
 
     // ---- datanodes ----
 
+    /// A DatanodeProtocol call for datanode `id` must come from the address
+    /// it registered from: no one else may report for it (until there is
+    /// authentication, the address is all a namenode can go by).
+    fn check_source(st: &State, id: &str, remote: Option<IpAddr>) -> FsResult<NodeIdx> {
+        let n = st.node_idx(id)?;
+        let registered = st.bm.node(n).from_ip;
+        let remote = remote.map(|ip| ip.to_canonical());
+        if registered.is_some() && registered == remote {
+            return Ok(n);
+        }
+        tracing::warn!(datanode = %id, ?remote, ?registered, "refused a datanode call from another address");
+        Err(FsError::permission_denied(format!(
+            "a call for datanode {id} came from {}, not from {} where it registered",
+            remote.map_or("an unknown address".to_string(), |ip| ip.to_string()),
+            registered.map_or("nowhere".to_string(), |ip| ip.to_string()),
+        )))
+    }
+
     pub(crate) fn handshake(&self) -> FsResult<String> {
         self.gate(Category::Datanode)?;
         Ok(self.cluster_id.clone())
     }
 
-    pub(crate) fn register_datanode(&self, r: Registration) -> FsResult<Registered> {
+    pub(crate) fn register_datanode(
+        &self,
+        r: Registration,
+        remote: Option<IpAddr>,
+    ) -> FsResult<Registered> {
         self.gate(Category::Datanode)?;
         if r.id.is_empty() || r.transfer_addr.is_empty() {
             return Err(FsError::invalid(
@@ -1173,10 +1206,29 @@ impl Namenode {
                 ),
             ));
         }
+        let remote = remote.map(|ip| ip.to_canonical());
         let mut st = self.lock();
+        // A live datanode keeps its id: a second process claiming it from
+        // another address is refused (once the first is dead, the id may
+        // move).
+        if let Some(n) = st.bm.idx_of(&r.id) {
+            let known = st.bm.node(n);
+            if known.alive && known.from_ip.is_some() && known.from_ip != remote {
+                tracing::warn!(datanode = %r.id, ?remote, registered = ?known.from_ip, "refused a second registration of a live datanode");
+                return Err(FsError::new(
+                    Code::AlreadyExists,
+                    format!(
+                        "datanode {} is alive and registered from {}; a registration from {} was refused (two datanodes share an id?)",
+                        r.id,
+                        known.from_ip.map_or(String::new(), |ip| ip.to_string()),
+                        remote.map_or("an unknown address".to_string(), |ip| ip.to_string()),
+                    ),
+                ));
+            }
+        }
         let rack = rack_of(&st, &r.host, &r.rack);
         let now = Instant::now();
-        st.bm.register(
+        let n = st.bm.register(
             &r.id,
             &r.host,
             &r.transfer_addr,
@@ -1185,6 +1237,7 @@ impl Namenode {
             &rack,
             now,
         );
+        st.bm.nodes[n as usize].from_ip = remote;
         st.bm.heartbeat(&r.id, r.stats, now);
         tracing::info!(datanode = %r.id, host = %r.host, %rack, addr = %r.transfer_addr, "datanode registered");
         Ok(Registered {
@@ -1195,9 +1248,18 @@ impl Namenode {
         })
     }
 
-    pub(crate) fn heartbeat(&self, id: &str, stats: NodeStats) -> FsResult<HeartbeatAnswer> {
+    pub(crate) fn heartbeat(
+        &self,
+        id: &str,
+        stats: NodeStats,
+        remote: Option<IpAddr>,
+    ) -> FsResult<HeartbeatAnswer> {
         self.gate(Category::Datanode)?;
         let mut st = self.lock();
+        // Unknown: it registers again (below). Known: from its address only.
+        if st.bm.idx_of(id).is_some() {
+            Self::check_source(&st, id, remote)?;
+        }
         Ok(match st.bm.heartbeat(id, stats, Instant::now()) {
             None => HeartbeatAnswer::Reregister,
             Some(cmds) => {
@@ -1206,11 +1268,16 @@ impl Namenode {
         })
     }
 
-    pub(crate) fn block_report(&self, id: &str, blocks: &[BlockRec]) -> FsResult<()> {
+    pub(crate) fn block_report(
+        &self,
+        id: &str,
+        blocks: &[BlockRec],
+        remote: Option<IpAddr>,
+    ) -> FsResult<()> {
         self.gate(Category::Datanode)?;
         let mut guard = self.lock();
         let st = &mut *guard;
-        let n = st.node_idx(id)?;
+        let n = Self::check_source(st, id, remote)?;
         let ns = &st.ns;
         st.bm
             .full_report(n, blocks, |id, inode| expected(ns, id, inode));
@@ -1223,11 +1290,12 @@ impl Namenode {
         id: &str,
         received: &[BlockRec],
         deleted: &[u64],
+        remote: Option<IpAddr>,
     ) -> FsResult<()> {
         self.gate(Category::Datanode)?;
         let mut guard = self.lock();
         let st = &mut *guard;
-        let n = st.node_idx(id)?;
+        let n = Self::check_source(st, id, remote)?;
         for b in received {
             let e = st
                 .bm
@@ -1242,15 +1310,31 @@ impl Namenode {
         Ok(())
     }
 
-    /// A datanode's block scanner found corrupt replicas on that datanode.
-    pub(crate) fn datanode_reports_bad(&self, bad: &[BadReplica]) -> FsResult<()> {
+    /// A datanode's block scanner found corrupt replicas on that datanode:
+    /// each report names the datanode it comes from, and only its own
+    /// replicas.
+    pub(crate) fn datanode_reports_bad(
+        &self,
+        bad: &[BadReplica],
+        remote: Option<IpAddr>,
+    ) -> FsResult<()> {
         self.gate(Category::Datanode)?;
+        {
+            let st = self.lock();
+            for b in bad {
+                Self::check_source(&st, &b.datanode, remote)?;
+            }
+        }
         self.mark_bad(bad, "a datanode")
     }
 
     /// The end of a lease recovery: the primary datanode says what length
     /// and stamp the replicas agreed on; the file is closed.
-    pub(crate) async fn commit_block_sync(&self, r: BlockSync) -> FsResult<()> {
+    pub(crate) async fn commit_block_sync(
+        &self,
+        r: BlockSync,
+        remote: Option<IpAddr>,
+    ) -> FsResult<()> {
         self.gate(Category::Datanode)?;
         self.write(|st, log| {
             let Some(inode) = st.bm.blocks.get(&r.old.id).map(|i| i.inode) else {
@@ -1261,6 +1345,26 @@ impl Namenode {
                 // Already closed (a retried commit).
                 return Ok(());
             };
+            // Only the recovery under way may close the file: its stamp,
+            // from a registered datanode's address. A stale primary (the
+            // recovery started again since) or anyone else is refused.
+            let current = st.recovering.get(&inode).and_then(|x| x.gen_stamp);
+            if current != Some(r.new_gen_stamp) {
+                return Err(FsError::invalid(format!(
+                    "{}: no lease recovery with generation stamp {} is under way ({})",
+                    st.ns.full_path(inode),
+                    r.new_gen_stamp,
+                    current.map_or("none is".to_string(), |g| format!(
+                        "the current one's is {g}"
+                    ))
+                )));
+            }
+            let from = remote.map(|ip| ip.to_canonical());
+            if from.is_none() || !st.bm.nodes.iter().any(|n| n.alive && n.from_ip == from) {
+                return Err(FsError::permission_denied(
+                    "a lease recovery is committed by a registered datanode",
+                ));
+            }
             if r.delete_block {
                 st.apply(
                     log,
@@ -1373,27 +1477,36 @@ mod tests {
         }
     }
 
-    /// The one gate: a standby namenode refuses reads and writes with
-    /// `Standby`, and still takes datanode traffic and administration.
-    #[tokio::test]
-    async fn a_standby_refuses_reads_and_writes_at_the_gate() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A namenode in this process, over `dir`, with `superuser`.
+    async fn start(
+        dir: &std::path::Path,
+        superuser: &str,
+    ) -> hstack_daemon::Handle<std::sync::Arc<Namenode>> {
         let cfg = NamenodeConfig {
-            name_dir: dir.path().display().to_string(),
+            name_dir: dir.display().to_string(),
             rpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             safemode_extension_ms: 0,
+            superuser: superuser.into(),
             ..Default::default()
         };
         let id = NamenodeRole::id(&cfg).unwrap();
-        let h = hstack_daemon::launch::<NamenodeRole>(
+        hstack_daemon::launch::<NamenodeRole>(
             cfg,
             id,
             hstack_daemon::Shutdown::new(),
             prometheus::Registry::new(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The one gate: a standby namenode refuses reads and writes with
+    /// `Standby`, and still takes datanode traffic and administration.
+    #[tokio::test]
+    async fn a_standby_refuses_reads_and_writes_at_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start(dir.path(), "").await;
         let nn = h.state.clone();
         let me = who(&nn.cfg.superuser_name());
         nn.safe_mode(&me, SafeModeAction::Leave).unwrap();
@@ -1420,21 +1533,7 @@ mod tests {
     #[tokio::test]
     async fn administration_is_the_superusers() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = NamenodeConfig {
-            name_dir: dir.path().display().to_string(),
-            rpc_addr: "127.0.0.1:0".into(),
-            http_addr: "127.0.0.1:0".into(),
-            superuser: "hdfs".into(),
-            ..Default::default()
-        };
-        let h = hstack_daemon::launch::<NamenodeRole>(
-            cfg,
-            "nn".into(),
-            hstack_daemon::Shutdown::new(),
-            prometheus::Registry::new(),
-        )
-        .await
-        .unwrap();
+        let h = start(dir.path(), "hdfs").await;
         let nn = h.state.clone();
         let mut admins = who("alice");
         admins.caller.groups = vec!["supergroup".to_string()].into();
@@ -1452,6 +1551,139 @@ mod tests {
         assert!(nn.report(&admins).is_ok());
         assert!(nn.report(&who("hdfs")).is_ok());
         assert!(nn.safe_mode(&who("nobody"), SafeModeAction::Get).is_ok());
+        h.shutdown().trigger();
+        h.wait().await.unwrap();
+    }
+
+    fn registration(id: &str, cluster_id: &str) -> Registration {
+        Registration {
+            id: id.into(),
+            host: "127.0.0.5".into(),
+            transfer_addr: "127.0.0.5:1".into(),
+            rpc_addr: "127.0.0.5:2".into(),
+            http_addr: "127.0.0.5:3".into(),
+            rack: String::new(),
+            stats: stats(),
+            cluster_id: cluster_id.into(),
+        }
+    }
+
+    fn stats() -> NodeStats {
+        NodeStats {
+            capacity: 1 << 40,
+            remaining: 1 << 40,
+            ..Default::default()
+        }
+    }
+
+    /// Until there is authentication, a datanode is its registered
+    /// address: reports for it from anywhere else, a second registration of
+    /// its id while it lives, and a lease recovery's commit with a stamp
+    /// the namenode did not hand out (or from no datanode's address) are
+    /// refused, and change nothing.
+    #[tokio::test]
+    async fn datanode_calls_come_from_where_it_registered() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start(dir.path(), "").await;
+        let nn = h.state.clone();
+        let me = who(&nn.cfg.superuser_name());
+        let home: IpAddr = "127.0.0.5".parse().unwrap();
+        let far: IpAddr = "127.0.0.9".parse().unwrap();
+        let cid = nn.cluster_id.clone();
+        nn.register_datanode(registration("dn1", &cid), Some(home))
+            .unwrap();
+        nn.safe_mode(&me, SafeModeAction::Leave).unwrap();
+
+        let denied = |r: FsResult<()>| {
+            let e = r.expect_err("refused");
+            assert_eq!(e.code, Code::PermissionDenied, "{e}");
+            assert!(e.message.contains("127.0.0.9"), "{e}");
+        };
+        denied(nn.heartbeat("dn1", stats(), Some(far)).map(drop));
+        denied(nn.block_report("dn1", &[], Some(far)));
+        denied(nn.blocks_received_and_deleted("dn1", &[], &[1], Some(far)));
+        let bad = BadReplica {
+            block: BlockRec {
+                id: 1,
+                gen_stamp: 1,
+                len: 0,
+            },
+            datanode: "dn1".into(),
+            reason: "a lie".into(),
+        };
+        denied(nn.datanode_reports_bad(&[bad], Some(far)));
+        let e = nn
+            .register_datanode(registration("dn1", &cid), Some(far))
+            .err()
+            .expect("refused");
+        assert_eq!(e.code, Code::AlreadyExists, "{e}");
+        // From home (or its IPv4-mapped IPv6 form) all is well, and the
+        // node is still the one that registered.
+        nn.heartbeat("dn1", stats(), Some(home)).unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.5".parse().unwrap();
+        nn.heartbeat("dn1", stats(), Some(mapped)).unwrap();
+        let n = nn.lock().bm.idx_of("dn1").unwrap();
+        assert_eq!(nn.lock().bm.node(n).from_ip, Some(home));
+
+        // A file being written, its first block on dn1.
+        let w = who("alice");
+        nn.mkdirs(&me, "/w", 0o777, true).await.unwrap();
+        let f = nn
+            .create(
+                &w,
+                CreateArgs {
+                    path: "/w/f".into(),
+                    permission: 0,
+                    replication: 1,
+                    block_size: 0,
+                    overwrite: false,
+                    create_parent: false,
+                },
+            )
+            .await
+            .unwrap();
+        let b = nn.add_block(&w, f.inode, None, &[]).await.unwrap().block;
+        let sync = |gen_stamp: u64| BlockSync {
+            old: b,
+            new_gen_stamp: gen_stamp,
+            new_len: 10,
+            datanodes: vec!["dn1".into()],
+            delete_block: false,
+        };
+        let open = || {
+            nn.file_info(&me, "/w/f")
+                .unwrap()
+                .unwrap()
+                .under_construction
+        };
+        // No recovery under way: refused.
+        let e = nn
+            .commit_block_sync(sync(b.gen_stamp + 1), Some(home))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument, "{e}");
+        assert!(open());
+        // One under way with stamp g: another stamp (a stale primary's) is
+        // refused, as is g from an address no datanode registered from.
+        let g = b.gen_stamp + 7;
+        nn.lock().recovering.insert(
+            f.inode,
+            crate::namenode::Recovering {
+                since: Instant::now(),
+                gen_stamp: Some(g),
+            },
+        );
+        let e = nn
+            .commit_block_sync(sync(g - 1), Some(home))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument, "{e}");
+        let e = nn.commit_block_sync(sync(g), Some(far)).await.unwrap_err();
+        assert_eq!(e.code, Code::PermissionDenied, "{e}");
+        assert!(open());
+        // The primary's own commit closes the file.
+        nn.commit_block_sync(sync(g), Some(home)).await.unwrap();
+        assert!(!open());
         h.shutdown().trigger();
         h.wait().await.unwrap();
     }

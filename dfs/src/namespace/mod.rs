@@ -446,15 +446,24 @@ impl Namespace {
         Ok(s)
     }
 
-    /// Every file below (or at) `p`, with its path, in name order.
-    pub fn walk_files(&self, p: &str) -> FsResult<(Vec<(String, InodeId)>, u64)> {
-        let id = self.resolve(p, None)?;
+    /// Every file below (or at) `p`, with its path, in name order. With a
+    /// caller, as `summary`: it must be able to reach `p` and to list every
+    /// directory below it.
+    pub fn walk_files(
+        &self,
+        p: &str,
+        caller: Option<&Caller>,
+    ) -> FsResult<(Vec<(String, InodeId)>, u64)> {
+        let id = self.resolve(p, caller)?;
         let mut files = Vec::new();
         let mut dirs = 0;
         let mut stack = vec![(id, path::normalize(p)?)];
         while let Some((id, at)) = stack.pop() {
             match &self.get(id).body {
                 Body::Dir(c) => {
+                    if let Some(caller) = caller {
+                        self.check(caller, id, READ | EXEC)?;
+                    }
                     dirs += 1;
                     for child in c.iter().rev() {
                         let name = &*self.get(*child).name;

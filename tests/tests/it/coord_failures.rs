@@ -525,19 +525,8 @@ async fn paused_leader_is_replaced_and_writes_through_a_follower_go_on() {
 
 /// A gRPC channel to `to` whose connection comes from `src` (a loopback
 /// address that is not a member's).
-async fn channel_from(src: &str, to: &str) -> tonic::transport::Channel {
-    let (src, to): (std::net::SocketAddr, std::net::SocketAddr) =
-        (format!("{src}:0").parse().unwrap(), to.parse().unwrap());
-    tonic::transport::Endpoint::from_shared(format!("http://{to}"))
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| async move {
-            let s = tokio::net::TcpSocket::new_v4()?;
-            s.bind(src)?;
-            let stream = s.connect(to).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }))
-        .await
-        .unwrap()
+pub(crate) fn channel_from(src: &str, to: &str) -> tonic::transport::Channel {
+    hstack_tests::hstack_daemon::net::channel_from(Some(src.parse().unwrap()), to).unwrap()
 }
 
 /// Until authentication exists, members take peer traffic (Raft, forwarded
@@ -554,8 +543,7 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
     let leader = ens.wait_leader(Duration::from_secs(10)).await.unwrap();
     let raft = ens.nodes[leader as usize - 1].addr("raft");
     // A forwarded batch from 127.0.0.9: the stream is refused.
-    let mut peer =
-        pb::coord_peer_client::CoordPeerClient::new(channel_from("127.0.0.9", &raft).await);
+    let mut peer = pb::coord_peer_client::CoordPeerClient::new(channel_from("127.0.0.9", &raft));
     let batch = futures::stream::iter(vec![pb::PeerMessage {
         kind: 0,
         payload: vec![0, 1],
@@ -577,7 +565,7 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
     );
     // A membership change from there: refused, nothing changed.
     let client = ens.nodes[leader as usize - 1].addr("client");
-    let mut admin = pb::coord_client::CoordClient::new(channel_from("127.0.0.9", &client).await);
+    let mut admin = pb::coord_client::CoordClient::new(channel_from("127.0.0.9", &client));
     let e = admin
         .add_member(pb::AddMemberRequest {
             member: Some(pb::MemberInfo {
@@ -602,6 +590,23 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
         hstack_tests::hstack_proto::Error::from_status(&e).code,
         not_a_member
     );
+    // Nor may a bootstrap from there name itself into an ensemble: being
+    // named in the request admits no one.
+    let e = admin
+        .bootstrap(pb::BootstrapRequest {
+            members: vec![pb::MemberInfo {
+                id: 9,
+                raft_addr: "127.0.0.9:1".into(),
+                client_addr: "127.0.0.9:2".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hstack_tests::hstack_proto::Error::from_status(&e).code,
+        not_a_member
+    );
     let r = hstack_coord_client::members(&ens.client_addrs())
         .await
         .unwrap();
@@ -609,7 +614,7 @@ async fn peer_traffic_and_membership_changes_come_only_from_members() {
     // The session and its ephemeral are untouched; clients still work from
     // anywhere (the client API is not peer traffic).
     assert!(c.exists("/e", false).await.unwrap().is_some());
-    let mut far = pb::coord_client::CoordClient::new(channel_from("127.0.0.9", &client).await);
+    let mut far = pb::coord_client::CoordClient::new(channel_from("127.0.0.9", &client));
     assert_eq!(
         far.members(pb::MembersRequest {})
             .await

@@ -498,5 +498,16 @@ async fn admin_calls_are_the_superusers_and_groups_come_from_the_namenode() -> a
     assert_eq!(r.code, Some(0), "{r:?}");
     let js: serde_json::Value = serde_json::from_str(&r.stdout)?;
     assert_eq!(js["corrupt"], 0, "{js}");
+    // fsck shows only a tree its caller could list: mallory may not look
+    // inside the superuser's 0700 directory; its owner may.
+    c.mkdirs("/secret", 0o755, false).await?;
+    put(&c, "/secret/f", &data(100, 3)).await?;
+    c.set_permission("/secret", 0o700).await?;
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "fsck", "/secret"], &mallory)?;
+    assert_eq!(r.code, Some(denied.exit_status() as i32), "{r:?}");
+    assert!(r.stderr.contains("error[PermissionDenied]"), "{}", r.stderr);
+    assert!(!r.stdout.contains("/secret/f"), "{}", r.stdout);
+    let r = hstack_tests::hstack_env(&["admin", "--namenode", &nn, "fsck", "/secret"], me)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
     cluster.check_logs()
 }

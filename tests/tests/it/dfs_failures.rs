@@ -600,6 +600,36 @@ async fn a_datanode_with_replicas_and_no_cluster_id_joins_no_cluster() -> anyhow
         .datanodes
         .iter()
         .all(|d| d.id != "intruder"));
+    // Nor may anyone speak for a registered datanode from elsewhere: an
+    // empty block report for dn1 (which would forget its replicas) from
+    // 127.0.0.9 is refused, and dn1 still holds /kept.
+    let far = hstack_tests::hstack_daemon::net::channel_from(
+        Some("127.0.0.9".parse()?),
+        &cluster.nn.addr("rpc"),
+    )?;
+    let mut dp =
+        hstack_tests::hstack_proto_dfs::datanode_protocol_client::DatanodeProtocolClient::new(far);
+    let e = dp
+        .block_report(hstack_tests::hstack_proto_dfs::BlockReportRequest {
+            id: "dn1".into(),
+            blocks: vec![],
+        })
+        .await
+        .unwrap_err();
+    let e = hstack_tests::hstack_proto::Error::from_status(&e);
+    assert_eq!(
+        e.code,
+        hstack_tests::hstack_proto::Code::PermissionDenied,
+        "{e}"
+    );
+    assert!(e.message.contains("127.0.0.9"), "{e}");
+    let lbs = c.block_locations("/kept", 0, 0).await?;
+    assert!(
+        lbs.blocks
+            .iter()
+            .all(|b| b.locs.iter().any(|l| l.id == "dn1")),
+        "{lbs:?}"
+    );
     cluster.allowed_errors.push("missing or empty".into());
     cluster.allowed_errors.push("failed to start".into());
     cluster.check_logs()

@@ -405,15 +405,10 @@ async fn new_verbs_modes_json_and_timeouts() -> anyhow::Result<()> {
     assert!(v["capacity"].as_u64().unwrap() > 0, "{v}");
     let o = dfs(&nn, &["-df", "-h"]);
     assert!(o.ok() && o.out.contains(&format!("hdfs://{nn}")), "{o:?}");
-    // df reads the superuser's report: anyone else gets a clear error,
-    // with the namenode's code.
+    // df is anyone's (the file system's totals, as HDFS's getStats); the
+    // per-datanode report stays the superuser's (tests/it/dfs.rs).
     let o = run_env(&["dfs", "--namenode", &nn, "--user", "nobody", "-df"], &[]);
-    assert!(!o.ok() && o.err.contains("only the superuser"), "{o:?}");
-    assert_eq!(
-        o.code,
-        i32::from(Code::PermissionDenied.exit_status()),
-        "{o:?}"
-    );
+    assert!(o.ok() && o.out.contains(&format!("hdfs://{nn}")), "{o:?}");
 
     // setrep -w with a timeout that passes: 3 replicas on 3 datanodes
     // while one of them is stopped cannot be reached.

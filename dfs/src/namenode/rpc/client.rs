@@ -265,6 +265,29 @@ impl pb::client_protocol_server::ClientProtocol for ClientService {
         answer(&self.nn, "get_content_summary", res)
     }
 
+    async fn get_fs_stats(
+        &self,
+        req: Request<pb::FsStatsRequest>,
+    ) -> Result<Response<pb::FsStats>, Status> {
+        let remote = req.remote_addr();
+        let r = req.into_inner();
+        let res = (|| {
+            let w = who(&self.nn, r.caller, remote)?;
+            let s = self.nn.fs_stats(&w)?;
+            Ok(pb::FsStats {
+                capacity: s.capacity,
+                used: s.used,
+                remaining: s.remaining,
+                under_replicated: s.under_replicated,
+                corrupt: s.corrupt,
+                missing: s.missing,
+                files: s.files,
+                blocks: s.blocks,
+            })
+        })();
+        answer(&self.nn, "get_fs_stats", res)
+    }
+
     async fn renew_lease(
         &self,
         req: Request<pb::RenewLeaseRequest>,

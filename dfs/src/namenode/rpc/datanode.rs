@@ -40,6 +40,11 @@ fn command_pb(c: DatanodeCommand) -> pb::DatanodeCommand {
     pb::DatanodeCommand { cmd: Some(cmd) }
 }
 
+/// The address a call came from.
+fn ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
+    req.remote_addr().map(|a| a.ip())
+}
+
 fn blocks(v: Vec<pb::Block>) -> Vec<BlockRec> {
     v.into_iter().map(Into::into).collect()
 }
@@ -61,6 +66,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::DatanodeRegistration>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let res = (|| {
             let info = r
@@ -82,7 +88,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
                 rack: info.rack,
                 cluster_id: r.cluster_id,
             };
-            let done = self.nn.register_datanode(reg)?;
+            let done = self.nn.register_datanode(reg, remote)?;
             Ok(pb::RegisterReply {
                 id: done.id,
                 heartbeat_ms: done.heartbeat_ms,
@@ -97,6 +103,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let stats = NodeStats {
             capacity: r.capacity,
@@ -105,7 +112,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
             xceivers: r.xceivers,
             failed_volumes: r.failed_volumes,
         };
-        let res = self.nn.heartbeat(&r.id, stats).map(|a| match a {
+        let res = self.nn.heartbeat(&r.id, stats, remote).map(|a| match a {
             HeartbeatAnswer::Reregister => pb::HeartbeatReply {
                 commands: vec![],
                 reregister: true,
@@ -122,10 +129,11 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::BlockReportRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let res = self
             .nn
-            .block_report(&r.id, &blocks(r.blocks))
+            .block_report(&r.id, &blocks(r.blocks), remote)
             .map(|()| pb::Empty {});
         answer(&self.nn, "block_report", res)
     }
@@ -134,11 +142,12 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::IncrementalBlockReport>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let deleted: Vec<u64> = r.deleted.iter().map(|b| b.id).collect();
         let res = self
             .nn
-            .blocks_received_and_deleted(&r.id, &blocks(r.received), &deleted)
+            .blocks_received_and_deleted(&r.id, &blocks(r.received), &deleted, remote)
             .map(|()| pb::Empty {});
         answer(&self.nn, "block_received_and_deleted", res)
     }
@@ -147,6 +156,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::CommitBlockSyncRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let res = async {
             let sync = BlockSync {
@@ -156,7 +166,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
                 datanodes: r.datanodes,
                 delete_block: r.delete_block,
             };
-            self.nn.commit_block_sync(sync).await?;
+            self.nn.commit_block_sync(sync, remote).await?;
             FsResult::Ok(pb::Empty {})
         };
         answer(&self.nn, "commit_block_synchronization", res.await)
@@ -166,9 +176,11 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
         &self,
         req: Request<pb::ReportBadBlocksRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let remote = ip(&req);
         let r = req.into_inner();
         let res = (|| {
-            self.nn.datanode_reports_bad(&bad_replicas(r.blocks)?)?;
+            self.nn
+                .datanode_reports_bad(&bad_replicas(r.blocks)?, remote)?;
             Ok(pb::Empty {})
         })();
         answer(&self.nn, "report_bad_blocks", res)
