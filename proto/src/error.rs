@@ -60,6 +60,14 @@ pub const ALL_CODES: &[Code] = &[
     Code::UnknownDatanode,
     Code::ClusterMismatch,
     Code::NotEnoughDatanodes,
+    Code::UnknownQueue,
+    Code::InvalidResourceRequest,
+    Code::ApplicationNotFound,
+    Code::ApplicationAttemptNotCurrent,
+    Code::NodeNotRegistered,
+    Code::ContainerNotFound,
+    Code::InvalidContainerToken,
+    Code::ApplicationFinished,
 ];
 
 impl Code {
@@ -120,6 +128,14 @@ impl Code {
             Code::UnknownDatanode => "UnknownDatanode",
             Code::ClusterMismatch => "ClusterMismatch",
             Code::NotEnoughDatanodes => "NotEnoughDatanodes",
+            Code::UnknownQueue => "UnknownQueue",
+            Code::InvalidResourceRequest => "InvalidResourceRequest",
+            Code::ApplicationNotFound => "ApplicationNotFound",
+            Code::ApplicationAttemptNotCurrent => "ApplicationAttemptNotCurrent",
+            Code::NodeNotRegistered => "NodeNotRegistered",
+            Code::ContainerNotFound => "ContainerNotFound",
+            Code::InvalidContainerToken => "InvalidContainerToken",
+            Code::ApplicationFinished => "ApplicationFinished",
         }
     }
 
@@ -162,7 +178,10 @@ impl Code {
         use tonic::Code as G;
         match self {
             Code::Ok => G::Ok,
-            Code::InvalidArgument | Code::InvalidPath | Code::InvalidAcl => G::InvalidArgument,
+            Code::InvalidArgument
+            | Code::InvalidPath
+            | Code::InvalidAcl
+            | Code::InvalidResourceRequest => G::InvalidArgument,
             Code::Unavailable
             | Code::ShuttingDown
             | Code::ConnectionLoss
@@ -176,9 +195,18 @@ impl Code {
             }
             Code::TimedOut => G::DeadlineExceeded,
             Code::FencedEpoch => G::Aborted,
-            Code::NoNode | Code::FileNotFound | Code::UnknownDatanode => G::NotFound,
+            Code::NoNode
+            | Code::FileNotFound
+            | Code::UnknownDatanode
+            | Code::UnknownQueue
+            | Code::ApplicationNotFound
+            | Code::ContainerNotFound => G::NotFound,
             Code::NodeExists | Code::AlreadyExists => G::AlreadyExists,
-            Code::SessionExpired | Code::DatanodeNotRegistered => G::Unauthenticated,
+            Code::SessionExpired | Code::DatanodeNotRegistered | Code::NodeNotRegistered => {
+                G::Unauthenticated
+            }
+            Code::InvalidContainerToken => G::PermissionDenied,
+            Code::ApplicationAttemptNotCurrent | Code::ApplicationFinished => G::FailedPrecondition,
             Code::BadVersion
             | Code::NotEmpty
             | Code::NoChildrenForEphemerals
