@@ -22,6 +22,9 @@ pub enum BenchCmd {
     Namenode(BenchNamenodeArgs),
     /// The namenode's memory per file and block, measured in this process.
     NamenodeMemory(BenchMemoryArgs),
+    /// The scheduler under simulated load, in this process (as Hadoop's
+    /// Scheduler Load Simulator): allocations per second and latency.
+    Scheduler(BenchSchedulerArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Dfs(a) => dfs(a).await,
         BenchCmd::Namenode(a) => namenode(a).await,
         BenchCmd::NamenodeMemory(a) => memory(a),
+        BenchCmd::Scheduler(a) => scheduler(a),
     }
 }
 
@@ -270,6 +274,141 @@ fn memory(a: BenchMemoryArgs) -> anyhow::Result<()> {
             format!("{:.0} ms", r.image_write_seconds * 1e3),
             human_bytes(r.image_bytes),
         ]],
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SchedChoice {
+    Fifo,
+    Capacity,
+    Fair,
+    /// Each of the three in turn.
+    All,
+}
+
+#[derive(Args)]
+pub struct BenchSchedulerArgs {
+    #[arg(long = "scheduler", value_enum, default_value = "all")]
+    kind: SchedChoice,
+    /// Simulated node managers.
+    #[arg(long, default_value_t = 5000)]
+    nodes: usize,
+    #[arg(long, default_value_t = 40)]
+    nodes_per_rack: usize,
+    /// Simulated running applications, each always asking.
+    #[arg(long, default_value_t = 1000)]
+    apps: usize,
+    /// Each node's memory (suffixes as `dfs -put --block-size`).
+    #[arg(long, default_value = "64g", value_parser = parse_size)]
+    node_memory: u64,
+    #[arg(long, default_value_t = 32)]
+    node_vcores: u32,
+    /// Each container's memory.
+    #[arg(long, default_value = "1g", value_parser = parse_size)]
+    container_memory: u64,
+    #[arg(long, default_value_t = 1)]
+    container_vcores: u32,
+    /// Simulated seconds measured (one heartbeat of every node each).
+    #[arg(long, default_value_t = 30)]
+    rounds: u64,
+    #[arg(long, default_value_t = 5)]
+    warmup_rounds: u64,
+    /// A container runs MIN..=MAX simulated seconds.
+    #[arg(long, default_value_t = 5)]
+    runtime_min: u64,
+    #[arg(long, default_value_t = 20)]
+    runtime_max: u64,
+    /// Asks each application keeps outstanding.
+    #[arg(long, default_value_t = 50)]
+    outstanding: u32,
+    /// The fraction of asks node-local to three random nodes.
+    #[arg(long, default_value_t = 0.5)]
+    local_fraction: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn scheduler(a: BenchSchedulerArgs) -> anyhow::Result<()> {
+    use hstack_bench::scheduler::{run_scheduler, SchedBench};
+    use hstack_scheduler::{Resource, SchedulerKind};
+    let kinds = match a.kind {
+        SchedChoice::Fifo => vec![SchedulerKind::Fifo],
+        SchedChoice::Capacity => vec![SchedulerKind::Capacity],
+        SchedChoice::Fair => vec![SchedulerKind::Fair],
+        SchedChoice::All => vec![
+            SchedulerKind::Fifo,
+            SchedulerKind::Capacity,
+            SchedulerKind::Fair,
+        ],
+    };
+    let mb = |b: u64| b.div_ceil(1 << 20);
+    let mut results = Vec::new();
+    for kind in kinds {
+        let b = SchedBench {
+            kind,
+            nodes: a.nodes,
+            nodes_per_rack: a.nodes_per_rack,
+            apps: a.apps,
+            node_memory_mb: mb(a.node_memory),
+            node_vcores: a.node_vcores,
+            container: Resource::new(mb(a.container_memory), a.container_vcores),
+            rounds: a.rounds,
+            warmup_rounds: a.warmup_rounds,
+            runtime_secs: (a.runtime_min, a.runtime_max.max(a.runtime_min)),
+            outstanding: a.outstanding,
+            local_fraction: a.local_fraction.clamp(0.0, 1.0),
+            seed: a.seed,
+        };
+        let total = a.rounds + a.warmup_rounds;
+        let bar = output::counter(&format!("{} scheduler, rounds", kind.name()), total, a.json);
+        let r = run_scheduler(&b, |round| bar.set_position(round));
+        bar.finish_and_clear();
+        results.push(r?);
+    }
+    if a.json {
+        return output::json(&results);
+    }
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.scheduler.to_string(),
+                r.nodes.to_string(),
+                r.apps.to_string(),
+                r.allocations.to_string(),
+                format!("{:.0}", r.allocations_per_sec),
+                format!("{} / {} µs", r.heartbeat_p50_us, r.heartbeat_p99_us),
+                format!(
+                    "{:.2} / {:.2} µs",
+                    r.per_allocation_p50_us, r.per_allocation_p99_us
+                ),
+                format!("{} / {} ms", r.wait_p50_ms, r.wait_p99_ms),
+                format!(
+                    "{:.0}% / {:.0}%",
+                    r.node_local * 100.0,
+                    r.rack_local * 100.0
+                ),
+                format!("{:.0}%", r.utilization * 100.0),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "scheduler",
+            "nodes",
+            "apps",
+            "allocations",
+            "allocations/s",
+            "heartbeat p50 / p99",
+            "per allocation p50 / p99",
+            "ask wait p50 / p99 (simulated)",
+            "node- / rack-local",
+            "cluster used",
+        ],
+        &rows,
     );
     Ok(())
 }

@@ -166,6 +166,22 @@ pub fn date_millis(ms: i64) -> String {
 
 /// A progress bar on stderr for a long transfer, or nothing when stderr is
 /// not a terminal, `quiet` is set, or the transfer is small.
+/// A progress bar counting `total` steps, on a terminal only.
+pub fn counter(what: &str, total: u64, quiet: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("a valid template")
+            .progress_chars("#> "),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 pub fn progress(what: &str, total: Option<u64>, quiet: bool) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     let big = total.is_none_or(|t| t >= 4 << 20);
