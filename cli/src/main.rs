@@ -5,6 +5,7 @@ mod bench;
 mod dfs;
 mod local;
 mod output;
+mod yarn;
 mod zk;
 
 use std::process::ExitCode;
@@ -76,6 +77,16 @@ enum Cmd {
     Dfs(dfs::DfsArgs),
     /// File system administration: report, fsck, safe mode, decommission.
     Admin(admin::AdminArgs),
+    /// Run the scheduler's resource manager (YARN-style).
+    Resourcemanager(DaemonArgs<hstack_scheduler::RmConfig>),
+    /// Run a node manager: it runs containers for the resource manager.
+    Nodemanager(DaemonArgs<hstack_scheduler::NmConfig>),
+    /// Applications: the distributed shell, list, status, kill, logs.
+    App(yarn::AppArgs),
+    /// Node managers as the resource manager sees them.
+    Node(yarn::NodeArgs),
+    /// The scheduler's queues.
+    Queue(yarn::QueueArgs),
     /// A whole cluster on this machine, as child processes.
     Local(local::LocalArgs),
     /// Benchmarks against a running cluster.
@@ -96,6 +107,8 @@ fn main() -> ExitCode {
             run_daemon::<hstack_dfs::namenode::NamenodeRole>(args)
         }
         Cmd::Datanode(args) => run_daemon::<hstack_dfs::datanode::DatanodeRole>(args),
+        Cmd::Resourcemanager(args) => run_daemon::<hstack_scheduler::ResourceManagerRole>(args),
+        Cmd::Nodemanager(args) => run_daemon::<hstack_scheduler::NodeManagerRole>(args),
         client => run_client(client),
     }
 }
@@ -143,8 +156,15 @@ fn run_client(cmd: Cmd) -> ExitCode {
             Cmd::Dfs(args) => dfs::run(args).await,
             Cmd::Admin(args) => admin::run(args).await,
             Cmd::Local(args) => local::run(args).await,
+            Cmd::App(args) => yarn::app(args).await,
+            Cmd::Node(args) => yarn::node(args).await,
+            Cmd::Queue(args) => yarn::queue(args).await,
             Cmd::Bench { what } => bench::run(what).await,
-            Cmd::Coord(_) | Cmd::Namenode(_) | Cmd::Datanode(_) => unreachable!("daemons"),
+            Cmd::Coord(_)
+            | Cmd::Namenode(_)
+            | Cmd::Datanode(_)
+            | Cmd::Resourcemanager(_)
+            | Cmd::Nodemanager(_) => unreachable!("daemons"),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(10));

@@ -20,12 +20,14 @@ mod role;
 mod shutdown;
 
 pub use announce::{announce, read_announcement, Announcement, ANNOUNCE_FILE};
+/// The HTTP framework roles build their own routes with.
+pub use axum;
 pub use config::{
     assert_flags_round_trip, env_prefix, layer_config, CommonArgs, ConfigError, ConfigOutcome,
     DaemonArgs,
 };
 pub use fsutil::{sync_dir, write_atomic};
-pub use http::StatusFn;
+pub use http::{HttpExtras, StatusFn, StatusTable, TablesFn};
 pub use logging::{init_client_tracing, init_tracing, install_abort_on_panic, LogFormat};
 pub use role::{
     launch, run_daemon, AtPath, Fatal, Handle, Launch, Role, RoleConfig, StartError, SHUTDOWN_GRACE,

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{layer_config, ConfigError, ConfigOutcome, DaemonArgs};
-use crate::http::{serve_http, HttpState, StatusFn};
+use crate::http::{serve_http, HttpExtras, HttpState, StatusFn};
 use crate::{LogFormat, Shutdown};
 
 /// How long shutdown waits for background tasks before it aborts them.
@@ -312,9 +312,13 @@ impl Launch {
     ) -> Result<(), StartError> {
         let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
             .map_err(|e| StartError::failed(format!("serving {name}"), e))?;
+        // Every request's handler runs in the daemon's span (hyper spawns
+        // a task per connection, which would otherwise lose it).
+        let span = tracing::Span::current();
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(10)));
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .trace_fn(move |_| span.clone());
         let router = services(server);
         let shutdown = self.shutdown.clone();
         let fatal = self.fatal.clone();
@@ -340,16 +344,30 @@ impl Launch {
         addr: &str,
         status: StatusFn,
     ) -> Result<SocketAddr, StartError> {
+        self.serve_http_with(key, addr, status, HttpExtras::default())
+            .await
+    }
+
+    /// `serve_http`, with the role's own tables on the status page and
+    /// routes beside the common ones.
+    pub async fn serve_http_with(
+        &mut self,
+        key: &str,
+        addr: &str,
+        status: StatusFn,
+        extras: HttpExtras,
+    ) -> Result<SocketAddr, StartError> {
         let listener = self.bind("http", key, addr).await?;
         let state = HttpState {
             role: self.role.to_string(),
             id: self.id.clone(),
             registry: self.registry.clone(),
             status,
+            tables: extras.tables,
         };
         let shutdown = self.shutdown.clone();
         let fatal = self.fatal.clone();
-        let served = serve_http(listener, state, shutdown.clone());
+        let served = serve_http(listener, state, extras.routes, shutdown.clone());
         self.spawn("http", async move {
             if let Some(Err(e)) = drained(served, shutdown).await {
                 fatal.fail(format!("serving HTTP failed: {e:#}"));

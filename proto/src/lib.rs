@@ -18,3 +18,10 @@ pub mod coord {
 pub mod dfs {
     tonic::include_proto!("hstack.dfs.v1");
 }
+
+/// The resource scheduler's APIs: clients, application masters and node
+/// managers to the resource manager, and the node managers' container API.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod scheduler {
+    tonic::include_proto!("hstack.scheduler.v1");
+}

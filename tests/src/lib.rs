@@ -20,9 +20,12 @@ pub use hstack_daemon;
 pub use hstack_dfs;
 pub use hstack_proto;
 pub use hstack_proto::dfs as hstack_proto_dfs;
+pub use hstack_scheduler;
 
 pub mod dfs;
+pub mod yarn;
 pub use dfs::DfsCluster;
+pub use yarn::YarnCluster;
 
 /// The `hstack` binary under test.
 pub fn hstack_bin() -> PathBuf {
@@ -405,4 +408,27 @@ impl Drop for Spawned {
 /// it cannot be reached.
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     hstack_daemon::process::http_get(addr, path).await
+}
+
+/// Processes whose environment has `key` set to one of `values`.
+pub fn procs_with_env(key: &str, values: &[String]) -> Vec<i32> {
+    let wanted: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| format!("{key}={v}").into_bytes())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|kv| wanted.iter().any(|w| w == kv))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }

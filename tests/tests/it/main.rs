@@ -7,3 +7,4 @@ mod dfs;
 mod dfs_failures;
 mod dfs_shell;
 mod local_cluster;
+mod scheduler;
