@@ -38,10 +38,14 @@ pub trait AuxService: Send + Sync + 'static {
     /// Serves on the listener bound for it, until `shutdown`.
     fn serve(
         self: Arc<Self>,
-        _listener: tokio::net::TcpListener,
+        listener: tokio::net::TcpListener,
         shutdown: Shutdown,
     ) -> ServeFuture {
-        Box::pin(async move { shutdown.wait().await })
+        Box::pin(async move {
+            // Held open (not answered) until the node stops.
+            let _held = listener;
+            shutdown.wait().await
+        })
     }
     /// The first container of `app` (run by `user`) starts on this node.
     fn app_started(&self, _app: &str, _user: &str) {}

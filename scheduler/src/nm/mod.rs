@@ -513,3 +513,136 @@ async fn containers_json(State(nm): State<Arc<NodeManager>>) -> Json<serde_json:
         .collect();
     Json(serde_json::json!({ "containers": { "container": list } }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use hstack_daemon::Role;
+
+    use super::*;
+
+    /// A service that listens and says its port.
+    struct Probe {
+        port: AtomicU16,
+    }
+
+    impl aux::AuxService for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn listen_addr(&self) -> Option<String> {
+            Some("127.0.0.1:0".into())
+        }
+        fn bound(&self, addr: std::net::SocketAddr) {
+            self.port.store(addr.port(), Ordering::Relaxed);
+        }
+        fn meta(&self) -> Vec<u8> {
+            self.port.load(Ordering::Relaxed).to_be_bytes().to_vec()
+        }
+        fn serve(
+            self: Arc<Self>,
+            listener: tokio::net::TcpListener,
+            shutdown: Shutdown,
+        ) -> aux::ServeFuture {
+            Box::pin(async move {
+                use tokio::io::AsyncWriteExt;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        c = listener.accept() => {
+                            if let Ok((mut s, _)) = c {
+                                let _ = s.write_all(b"probe").await;
+                            }
+                        }
+                    }
+                }
+            })
+        }
+    }
+
+    fn cfg(dir: &std::path::Path, aux: &[&str]) -> NmConfig {
+        NmConfig {
+            id: "nm-test".into(),
+            data_dir: dir.display().to_string(),
+            rpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            // Nothing answers there: the node keeps trying to register.
+            resource_manager: "127.0.0.1:1".into(),
+            memory_enforcement: MemoryEnforcement::Off,
+            aux_services: aux.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A named auxiliary service is started, listens (announced under its
+    /// name), and every StartContainers reply carries what it tells
+    /// masters; an unknown name stops the start, naming the key.
+    #[tokio::test]
+    async fn auxiliary_services_start_listen_and_are_told_to_masters() {
+        aux::register("probe", |_| {
+            Ok(Arc::new(Probe {
+                port: AtomicU16::new(0),
+            }))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &["probe"]);
+        let id = NodeManagerRole::id(&c).unwrap();
+        let h = hstack_daemon::launch::<NodeManagerRole>(
+            c,
+            id,
+            hstack_daemon::Shutdown::new(),
+            prometheus::Registry::new(),
+        )
+        .await
+        .unwrap();
+        let port = h.addrs["probe"].port();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut got = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, "probe", "the service serves on its own port");
+        let mut nm = pb::container_manager_client::ContainerManagerClient::connect(format!(
+            "http://{}",
+            h.addrs["rpc"]
+        ))
+        .await
+        .unwrap();
+        let reply = nm
+            .start_containers(pb::StartContainersRequest {
+                containers: vec![pb::StartContainerRequest::default()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // No token: refused, and nothing started.
+        assert!(reply.started.is_empty());
+        assert_eq!(
+            reply.failed[0].code,
+            hstack_proto::Code::InvalidContainerToken as i32
+        );
+        assert_eq!(reply.service_meta["probe"], port.to_be_bytes().to_vec());
+        h.shutdown().trigger();
+        h.wait().await.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &["no-such-service"]);
+        let e = hstack_daemon::launch::<NodeManagerRole>(
+            c,
+            "nm".into(),
+            hstack_daemon::Shutdown::new(),
+            prometheus::Registry::new(),
+        )
+        .await
+        .err()
+        .expect("refused");
+        let m = e.to_string();
+        assert!(
+            m.contains("aux_services") && m.contains("no-such-service"),
+            "{m}"
+        );
+    }
+}

@@ -614,3 +614,80 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> anyhow::Result<()
     );
     y.check_logs()
 }
+
+/// With `store = "file"`, a resource manager that restarts keeps its
+/// applications: a finished one is still listed as it ended, an unfinished
+/// one starts a new attempt (its old containers are killed as the node
+/// managers register again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_resource_manager_recovers_its_applications() -> anyhow::Result<()> {
+    let mut y = YarnCluster::start(2, 1, &["--store", "file"]).await?;
+    let rm = y.client()?;
+    let done = submit(&rm, &opts(1, "true")).await?;
+    let r = y.wait_over(&done, Duration::from_secs(60)).await?;
+    assert_eq!(r.final_status, pb::FinalStatus::Succeeded as i32);
+    let app = submit(&rm, &opts(2, "sleep 600")).await?;
+    let first: Vec<String> = wait_for("both tasks running", Duration::from_secs(30), || {
+        let (rm, app) = (rm.clone(), app.clone());
+        async move {
+            let ts: Vec<String> = tasks(&rm, &app)
+                .await
+                .iter()
+                .filter(|c| is_running(c))
+                .map(|c| c.container_id.clone())
+                .collect();
+            (ts.len() == 2).then_some(ts)
+        }
+    })
+    .await?;
+    y.rm.terminate(Duration::from_secs(10));
+    y.rm.restart().await?;
+    let rm = y.client()?;
+    y.wait_nodes(2).await?;
+    let r = rm.report(&done).await?;
+    assert_eq!(
+        (r.state, r.final_status),
+        (
+            pb::AppState::Finished as i32,
+            pb::FinalStatus::Succeeded as i32
+        ),
+        "{r:?}"
+    );
+    // The unfinished one runs again as attempt 2, with new containers.
+    wait_for(
+        "attempt 2 running its tasks",
+        Duration::from_secs(30),
+        || {
+            let (rm, app) = (rm.clone(), app.clone());
+            async move {
+                let r = rm.report(&app).await.ok()?;
+                let running = tasks(&rm, &app)
+                    .await
+                    .iter()
+                    .filter(|c| is_running(c))
+                    .count();
+                (r.attempt == 2 && r.state == pb::AppState::Running as i32 && running == 2)
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+    // Attempt 1's containers do not run on.
+    wait_for(
+        "attempt 1's containers gone",
+        Duration::from_secs(15),
+        || {
+            let first = first.clone();
+            async move {
+                hstack_tests::procs_with_env("CONTAINER_ID", &first)
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+    rm.kill(&app, "tester").await?;
+    let r = y.wait_over(&app, Duration::from_secs(30)).await?;
+    assert_eq!(r.state, pb::AppState::Killed as i32, "{r:?}");
+    y.check_logs()
+}
