@@ -297,3 +297,102 @@ pub fn run_scheduler(b: &SchedBench, mut progress: impl FnMut(u64)) -> anyhow::R
         utilization: busy / b.rounds as f64,
     })
 }
+
+/// End to end on a running cluster: from submitting a distributed shell
+/// of `containers` containers to every one of them running (as the
+/// resource manager sees them), `runs` times; each application is killed
+/// once measured.
+#[derive(Clone, Debug)]
+pub struct ShellBench {
+    pub rm: String,
+    pub containers: u32,
+    pub memory_mb: u64,
+    pub runs: u32,
+    /// The hstack binary the master runs.
+    pub exe: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShellResult {
+    pub containers: u32,
+    pub runs: u32,
+    pub seconds: Vec<f64>,
+    pub median_secs: f64,
+    pub min_secs: f64,
+    pub max_secs: f64,
+}
+
+pub async fn run_shell(
+    b: &ShellBench,
+    mut progress: impl FnMut(u32),
+) -> anyhow::Result<ShellResult> {
+    use hstack_proto::scheduler as pb;
+    use hstack_scheduler::client::{is_over, RmClient};
+    if b.runs == 0 || b.containers == 0 {
+        bail!("--runs and --containers must be at least 1");
+    }
+    let rm = RmClient::new(&b.rm)?;
+    let mut seconds = Vec::new();
+    for run in 0..b.runs {
+        let o = hstack_scheduler::shell::ShellOpts {
+            containers: b.containers,
+            command: "sleep 600".into(),
+            memory_mb: b.memory_mb,
+            vcores: 1,
+            queue: "default".into(),
+            user: "bench".into(),
+            name: "bench shell".into(),
+            nodes: vec![],
+            racks: vec![],
+            relax_locality: true,
+            priority: 1,
+            max_attempts: 1,
+            am_memory_mb: 256,
+        };
+        let t = Instant::now();
+        let app = hstack_scheduler::shell::submit(&rm, &o, &b.exe).await?;
+        loop {
+            let cs = rm.containers(&app).await?.containers;
+            let running = cs
+                .iter()
+                .filter(|c| !c.is_am && c.state == pb::ContainerState::ContainerRunning as i32)
+                .count();
+            if running as u32 >= b.containers {
+                break;
+            }
+            let r = rm.report(&app).await?;
+            if is_over(&r) {
+                bail!("{app} ended before its containers ran: {}", r.diagnostics);
+            }
+            if t.elapsed() > std::time::Duration::from_secs(120) {
+                rm.kill(&app, "bench").await?;
+                bail!(
+                    "{app}: {running} of {} containers running after 120 s",
+                    b.containers
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        seconds.push(t.elapsed().as_secs_f64());
+        rm.kill(&app, "bench").await?;
+        // The next run starts on an idle cluster.
+        loop {
+            let m = rm.metrics().await?;
+            if m.containers_running == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        progress(run + 1);
+    }
+    let mut sorted = seconds.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Ok(ShellResult {
+        containers: b.containers,
+        runs: b.runs,
+        median_secs: sorted[sorted.len() / 2],
+        min_secs: sorted[0],
+        max_secs: sorted[sorted.len() - 1],
+        seconds,
+    })
+}

@@ -25,6 +25,9 @@ pub enum BenchCmd {
     /// The scheduler under simulated load, in this process (as Hadoop's
     /// Scheduler Load Simulator): allocations per second and latency.
     Scheduler(BenchSchedulerArgs),
+    /// End to end on a running cluster: submit to every container of a
+    /// distributed shell running.
+    Shell(BenchShellArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Namenode(a) => namenode(a).await,
         BenchCmd::NamenodeMemory(a) => memory(a),
         BenchCmd::Scheduler(a) => scheduler(a),
+        BenchCmd::Shell(a) => shell(a).await,
     }
 }
 
@@ -409,6 +413,49 @@ fn scheduler(a: BenchSchedulerArgs) -> anyhow::Result<()> {
             "cluster used",
         ],
         &rows,
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchShellArgs {
+    #[command(flatten)]
+    rm: crate::yarn::RmEndpoint,
+    #[arg(long, default_value_t = 20)]
+    containers: u32,
+    #[arg(long, default_value = "256m", value_parser = parse_size)]
+    memory: u64,
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+}
+
+async fn shell(a: BenchShellArgs) -> anyhow::Result<()> {
+    use hstack_bench::scheduler::{run_shell, ShellBench};
+    let exe = std::env::current_exe()?.display().to_string();
+    let b = ShellBench {
+        rm: a.rm.address()?,
+        containers: a.containers,
+        memory_mb: a.memory.div_ceil(1 << 20),
+        runs: a.runs,
+        exe,
+    };
+    let json = a.rm.json();
+    let bar = output::counter("runs", u64::from(a.runs), json);
+    let r = run_shell(&b, |n| bar.set_position(u64::from(n))).await;
+    bar.finish_and_clear();
+    let r = r?;
+    if json {
+        return output::json(&r);
+    }
+    output::table(
+        &["containers", "runs", "median", "min", "max"],
+        &[vec![
+            r.containers.to_string(),
+            r.runs.to_string(),
+            format!("{:.3} s", r.median_secs),
+            format!("{:.3} s", r.min_secs),
+            format!("{:.3} s", r.max_secs),
+        ]],
     );
     Ok(())
 }

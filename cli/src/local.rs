@@ -202,7 +202,7 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             .unwrap_or_else(|| format!("{host}:0"))
     };
     eprintln!(
-        "starting {coord} coordination members, a namenode and {datanodes} datanodes in {}",
+        "starting {coord} coordination members, a namenode, {datanodes} datanodes, a resource manager and {datanodes} node managers in {}",
         dir.display()
     );
     let mut s = Starting {
@@ -262,6 +262,49 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
         ]);
         s.start(&dir, "datanode", &id, &data_dir, f, left()).await?;
     }
+    // The scheduler: a resource manager, and a node manager beside each
+    // datanode (the same host address, the same rack).
+    let rm_dir = dir.join("resourcemanager");
+    let f = flags(&[
+        ("--data-dir", &rm_dir.display().to_string()),
+        (
+            "--rpc-addr",
+            &addr("resourcemanager", "rm", "rpc", "127.0.0.1"),
+        ),
+        (
+            "--http-addr",
+            &addr("resourcemanager", "rm", "http", "127.0.0.1"),
+        ),
+        ("--min-allocation-mb", "128"),
+        ("--nm-heartbeat-ms", "500"),
+        // Several applications at once on a small machine.
+        ("--max-am-resource-percent", "50"),
+        ("--worker-threads", "1"),
+    ]);
+    let rm_rpc = s
+        .start(&dir, "resourcemanager", "rm", &rm_dir, f, left())
+        .await?
+        .addr("rpc");
+    for i in 0..datanodes {
+        let id = format!("nm{}", i + 1);
+        let host = format!("127.0.1.{}", i + 1);
+        let a = |k| addr("nodemanager", &id, k, &host);
+        let rack = format!("/rack{}", i * 2 / datanodes + 1);
+        let data_dir = dir.join(&id);
+        let f = flags(&[
+            ("--id", &id),
+            ("--data-dir", &data_dir.display().to_string()),
+            ("--resource-manager", &rm_rpc),
+            ("--rpc-addr", &a("rpc")),
+            ("--http-addr", &a("http")),
+            ("--rack", &rack),
+            ("--memory-mb", "4096"),
+            ("--vcores", "4"),
+            ("--worker-threads", "1"),
+        ]);
+        s.start(&dir, "nodemanager", &id, &data_dir, f, left())
+            .await?;
+    }
     let cluster = ClusterFile {
         daemons: s
             .procs
@@ -304,13 +347,15 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             }
         }
         let fs_ready = fs_live(&nn_rpc).await == Some(datanodes as usize);
+        let nodes_ready = nodes_running(&rm_rpc).await == Some(datanodes as usize);
         if leaders.len() == addrs.len()
             && leaders[0] != 0
             && leaders.iter().all(|l| *l == leaders[0])
             && fs_ready
+            && nodes_ready
         {
             eprintln!(
-                "ready: coordination leader is member {}; {datanodes} datanodes live",
+                "ready: coordination leader is member {}; {datanodes} datanodes live; {datanodes} node managers running",
                 leaders[0]
             );
             break;
@@ -369,6 +414,13 @@ async fn fs_live(namenode: &str) -> Option<usize> {
             .filter(|d| d.state() == hstack_proto::dfs::DatanodeState::Live)
             .count(),
     )
+}
+
+/// Node managers running at the resource manager.
+async fn nodes_running(rm: &str) -> Option<usize> {
+    let c = hstack_scheduler::client::RmClient::new(rm).ok()?;
+    let n = c.nodes().await.ok()?;
+    Some(n.nodes.iter().filter(|n| n.state == "RUNNING").count())
 }
 
 async fn readyz(http: &str) -> bool {

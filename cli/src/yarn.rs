@@ -19,22 +19,45 @@ use crate::output::{self, parse_size};
 /// Where the resource manager is.
 #[derive(Args, Clone)]
 pub struct RmEndpoint {
-    /// host:port of the resource manager.
-    #[arg(
-        long = "rm",
-        env = "HSTACK_RM",
-        default_value = "127.0.0.1:8032",
-        global = true
-    )]
-    rm: String,
+    /// A local cluster directory (`hstack local up --dir`) to find the
+    /// resource manager in.
+    #[arg(long, global = true, env = "HSTACK_CLUSTER")]
+    cluster: Option<std::path::PathBuf>,
+    /// host:port of the resource manager (overrides --cluster; without
+    /// either, ./local-cluster, else 127.0.0.1:8032).
+    #[arg(long = "rm", env = "HSTACK_RM", global = true)]
+    rm: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
 }
 
 impl RmEndpoint {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    pub fn address(&self) -> anyhow::Result<String> {
+        if let Some(a) = &self.rm {
+            return Ok(a.clone());
+        }
+        let dir = self
+            .cluster
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from(crate::local::DEFAULT_DIR));
+        match crate::local::ClusterFile::load(&dir) {
+            Ok(c) => c
+                .addrs("resourcemanager", "rpc")
+                .into_iter()
+                .next()
+                .with_context(|| format!("{} lists no resource manager", dir.display())),
+            Err(e) if self.cluster.is_some() => Err(e),
+            Err(_) => Ok("127.0.0.1:8032".into()),
+        }
+    }
+
     fn client(&self) -> anyhow::Result<RmClient> {
-        Ok(RmClient::new(&self.rm)?)
+        Ok(RmClient::new(&self.address()?)?)
     }
 }
 

@@ -35,8 +35,9 @@ fn local_cluster_up_use_down_and_up_again() {
     );
     let js: serde_json::Value =
         serde_json::from_str(&run(&["local", "status", "--dir", d, "--json"])).unwrap();
-    // 3 coordination members, a namenode, 6 datanodes.
-    assert_eq!(js["daemons"].as_array().unwrap().len(), 10);
+    // 3 coordination members, a namenode, 6 datanodes, a resource manager
+    // and 6 node managers.
+    assert_eq!(js["daemons"].as_array().unwrap().len(), 17);
     assert!(
         js["daemons"]
             .as_array()
@@ -75,6 +76,32 @@ fn local_cluster_up_use_down_and_up_again() {
         .collect();
     assert_eq!(racks.len(), 2, "{js}");
 
+    // the scheduler: a node manager beside each datanode, on its host and
+    // rack, and a distributed shell through them
+    let js: serde_json::Value =
+        serde_json::from_str(&run(&["node", "list", "--cluster", d, "--json"])).unwrap();
+    let nodes = js.as_array().unwrap();
+    assert_eq!(nodes.len(), 6, "{js}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["host"].as_str().unwrap().starts_with("127.0.1.")),
+        "{js}"
+    );
+    let js: serde_json::Value = serde_json::from_str(&run(&[
+        "app",
+        "shell",
+        "--cluster",
+        d,
+        "--json",
+        "--containers",
+        "3",
+        "--command",
+        "echo hi",
+    ]))
+    .unwrap();
+    assert_eq!(js["final_status"], "SUCCEEDED", "{js}");
+
     // bad input through the CLI: clear error, non-zero exit
     let (ok, _, err) = hstack(&["zk", "--cluster", d, "create", "no-slash"]).unwrap();
     assert!(!ok && err.contains("invalid path"), "{err}");
@@ -107,6 +134,8 @@ fn local_cluster_up_use_down_and_up_again() {
     let mut logs: Vec<String> = (1..=3).map(|id| format!("coord-{id}.log")).collect();
     logs.push("namenode-nn.log".into());
     logs.extend((1..=6).map(|i| format!("datanode-dn{i}.log")));
+    logs.push("resourcemanager-rm.log".into());
+    logs.extend((1..=6).map(|i| format!("nodemanager-nm{i}.log")));
     for l in logs {
         hstack_tests::check_log(&dir.path().join(l), &[]).unwrap();
     }
