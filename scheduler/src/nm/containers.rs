@@ -78,6 +78,8 @@ pub(crate) struct Containers {
     pub limits: Limits,
     pub metrics: NmMetrics,
     pub aux: Vec<Arc<dyn AuxService>>,
+    /// The HTTP port as bound (0 until it is), told to containers.
+    pub http_port: std::sync::atomic::AtomicU16,
     token_key: RwLock<Vec<u8>>,
     records: PathBuf,
     inner: Mutex<Inner>,
@@ -131,6 +133,7 @@ impl Containers {
             limits,
             metrics,
             aux,
+            http_port: std::sync::atomic::AtomicU16::new(0),
             token_key: RwLock::new(Vec::new()),
             records,
             inner: Mutex::new(Inner::default()),
@@ -287,11 +290,12 @@ impl Containers {
             .collect();
         let (host, port) = self.node_id.rsplit_once(':').unwrap_or((&self.node_id, ""));
         let http_port = self
-            .cfg
-            .http_addr
-            .rsplit_once(':')
-            .map_or("", |(_, p)| p)
+            .http_port
+            .load(std::sync::atomic::Ordering::Relaxed)
             .to_string();
+        // The application's environment first: the node manager's own
+        // variables win (a container cannot pose as another).
+        env.extend(launch.env);
         for (k, v) in [
             ("CONTAINER_ID", id.to_string()),
             ("NM_HOST", host.to_string()),
@@ -308,7 +312,6 @@ impl Containers {
         ] {
             env.insert(k.into(), v);
         }
-        env.extend(launch.env);
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg(&script)
             .current_dir(&work)

@@ -204,7 +204,11 @@ async fn start(cfg: NmConfig, launch: &mut Launch) -> Result<Arc<NodeManager>, S
     let rm = hstack_daemon::net::channel_from(from, &cfg.resource_manager).map_err(|e| {
         StartError::bad_value("resource_manager", &cfg.resource_manager, e.to_string())
     })?;
-    let http = hstack_daemon::advertised(launch.bound("http"), &cfg.advertise_host);
+    let bound_http = launch.bound("http");
+    containers
+        .http_port
+        .store(bound_http.port(), std::sync::atomic::Ordering::Relaxed);
+    let http = hstack_daemon::advertised(bound_http, &cfg.advertise_host);
     launch.spawn(
         "heartbeat",
         heartbeat_loop(nm.clone(), cfg.clone(), http, rm, launch.shutdown()),

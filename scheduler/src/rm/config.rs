@@ -1,6 +1,8 @@
 //! `hstack resourcemanager` configuration: keys, defaults and flags.
-//! Defaults are YARN's where YARN has one (`yarn-default.xml`,
-//! `capacity-scheduler.xml`), so an operator's intuitions carry over.
+//! Ports, the scheduler and queue defaults are YARN's (`yarn-default.xml`,
+//! `capacity-scheduler.xml`), so an operator's intuitions carry over. The
+//! liveness timeouts are shorter than YARN's ten minutes (a node is lost
+//! after 10 s, a silent master after 60 s): failures are noticed quickly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

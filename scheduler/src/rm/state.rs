@@ -118,6 +118,9 @@ pub(crate) struct State {
 /// How long a master that finished may take to exit before it is killed.
 const AM_EXIT_GRACE_MS: u64 = 10_000;
 
+/// The start of a placed container's diagnostics when it never ran.
+const NOT_STARTED: &str = "not started within";
+
 /// What does not change while the resource manager runs.
 pub(crate) struct Ctx<'a> {
     pub cfg: &'a RmConfig,
@@ -260,6 +263,7 @@ impl State {
             max_attempts,
             submit_ms: cx.wall,
             attempts: 1,
+            failures: 0,
             outcome: None,
         };
         cx.store.put(&stored).map_err(store_failed)?;
@@ -281,6 +285,7 @@ impl State {
         self.sched
             .add_app(attempt, &stored.queue, &stored.user, stored.priority)?;
         self.sched.ask_for_am(id, stored.am_resource)?;
+        let failures = stored.failures;
         self.apps.insert(
             id,
             AppRec {
@@ -293,7 +298,7 @@ impl State {
                 progress: 0.0,
                 tracking_url: String::new(),
                 attempt: new_attempt(attempt, cx.now),
-                failures: n - 1,
+                failures,
                 history: VecDeque::new(),
             },
         );
@@ -561,6 +566,7 @@ impl State {
         a.state = pb::AppState::Accepted;
         a.diagnostics = format!("attempt {n} failed: {why}; attempt {} starts", n + 1);
         a.stored.attempts = n + 1;
+        a.stored.failures = a.failures;
         if let Err(e) = cx.store.put(&a.stored) {
             tracing::warn!(%app, "could not store the new attempt: {e}");
         }
@@ -1060,8 +1066,11 @@ impl State {
         }
         if a.attempt.am_container == Some(c) {
             // Lost with its node or taken back: not the master's fault.
-            let counts =
-                !exit::is_not_its_fault(status) || diagnostics.starts_with("its start failed");
+            // A master that could not start, or never came up, does count:
+            // else a bad command would be retried for ever.
+            let counts = !exit::is_not_its_fault(status)
+                || diagnostics.starts_with("its start failed")
+                || diagnostics.starts_with(NOT_STARTED);
             let why = format!(
                 "its application master {c} ended with exit status {} before it finished: {}",
                 exit::name(status),
@@ -1176,7 +1185,7 @@ impl State {
             .collect();
         for c in stale {
             let why = format!(
-                "not started within {} ms of its placement",
+                "{NOT_STARTED} {} ms of its placement",
                 cx.cfg.container_launch_timeout_ms
             );
             self.dying.insert(c, (exit::ABORTED, why.clone()));

@@ -31,8 +31,61 @@ pub struct StoredApp {
     pub submit_ms: u64,
     /// Attempts started so far.
     pub attempts: u32,
+    /// Of those, the failures that count against `max_attempts` (a master
+    /// lost with its node, preempted, or cut short by a resource-manager
+    /// restart does not count). Format version 2 on.
+    pub failures: u32,
     /// `None` while it runs; else how it ended.
     pub outcome: Option<Outcome>,
+}
+
+/// Version 1's record: no `failures`, so every earlier attempt counted.
+#[derive(Deserialize)]
+struct StoredAppV1 {
+    id: AppId,
+    name: String,
+    queue: String,
+    user: String,
+    app_type: String,
+    priority: i32,
+    am_resource: Resource,
+    am_command: String,
+    am_env: BTreeMap<String, String>,
+    max_attempts: u32,
+    submit_ms: u64,
+    attempts: u32,
+    outcome: Option<Outcome>,
+}
+
+impl From<StoredAppV1> for StoredApp {
+    fn from(v: StoredAppV1) -> StoredApp {
+        StoredApp {
+            id: v.id,
+            name: v.name,
+            queue: v.queue,
+            user: v.user,
+            app_type: v.app_type,
+            priority: v.priority,
+            am_resource: v.am_resource,
+            am_command: v.am_command,
+            am_env: v.am_env,
+            max_attempts: v.max_attempts,
+            submit_ms: v.submit_ms,
+            failures: v.attempts.saturating_sub(1),
+            attempts: v.attempts,
+            outcome: v.outcome,
+        }
+    }
+}
+
+/// Reads one stored record of any version this build reads.
+pub fn decode_app(bytes: &[u8]) -> Result<StoredApp, FormatError> {
+    let (version, body) = APP_FORMAT.check(bytes)?;
+    let what = APP_FORMAT.what;
+    match version {
+        1 => hstack_daemon::format::decode_body::<StoredAppV1>(what, body).map(StoredApp::from),
+        _ => hstack_daemon::format::decode_body(what, body),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,7 +151,7 @@ impl MemoryStore {
 pub const APP_FORMAT: Format = Format {
     magic: *b"HSTKRMAP",
     what: "resource manager application record",
-    version: 1,
+    version: 2,
     oldest: 1,
 };
 
@@ -140,13 +193,10 @@ impl StateStore for FileStore {
             }
             let p = e.path();
             let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
-            let app: StoredApp =
-                APP_FORMAT
-                    .decode(&bytes)
-                    .map_err(|source| StoreError::Format {
-                        path: p.display().to_string(),
-                        source,
-                    })?;
+            let app = decode_app(&bytes).map_err(|source| StoreError::Format {
+                path: p.display().to_string(),
+                source,
+            })?;
             out.push(app);
         }
         out.sort_by_key(|a| a.id);
@@ -189,6 +239,7 @@ mod tests {
             max_attempts: 2,
             submit_ms: 1_700_000_000_500,
             attempts: 1,
+            failures: 0,
             outcome: None,
         }
     }
@@ -236,11 +287,13 @@ mod tests {
         );
     }
 
-    /// The format's fixture (tests/fixtures/formats/rm-app-v1) still reads
-    /// as it was written. `HSTACK_BLESS=1` writes it if missing.
-    #[test]
-    fn the_v1_fixture_reads_back() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/rm-app-v1");
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/formats")
+            .join(name)
+    }
+
+    fn failed_sample() -> StoredApp {
         let mut app = sample(7);
         app.outcome = Some(Outcome {
             state: "FAILED".into(),
@@ -248,11 +301,31 @@ mod tests {
             diagnostics: "attempt 2 of 2 failed".into(),
             finish_ms: 1_700_000_100_000,
         });
+        app
+    }
+
+    /// Version 1's fixture (tests/fixtures/formats/rm-app-v1) still reads,
+    /// its earlier attempts counted as failures.
+    #[test]
+    fn the_v1_fixture_reads_back() {
+        let bytes = std::fs::read(fixture("rm-app-v1")).expect("the v1 fixture exists");
+        assert_eq!(bytes[8], 1, "a version 1 record");
+        let read = decode_app(&bytes).unwrap();
+        assert_eq!(read, failed_sample());
+    }
+
+    /// The current version's fixture reads as it was written.
+    /// `HSTACK_BLESS=1` writes it if missing.
+    #[test]
+    fn the_v2_fixture_reads_back() {
+        let p = fixture("rm-app-v2");
+        let mut app = failed_sample();
+        app.attempts = 3;
+        app.failures = 1;
         if !p.exists() && std::env::var_os("HSTACK_BLESS").is_some() {
             std::fs::write(&p, APP_FORMAT.encode(&app)).unwrap();
         }
         let bytes = std::fs::read(&p).expect("the fixture exists (HSTACK_BLESS=1 writes it)");
-        let read: StoredApp = APP_FORMAT.decode(&bytes).unwrap();
-        assert_eq!(read, app);
+        assert_eq!(decode_app(&bytes).unwrap(), app);
     }
 }

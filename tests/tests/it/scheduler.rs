@@ -346,38 +346,17 @@ async fn a_killed_node_managers_containers_are_replaced_and_none_is_orphaned() -
 async fn a_killed_master_is_restarted_until_no_attempt_is_left() -> anyhow::Result<()> {
     let y = YarnCluster::start(3, 2, &[]).await?;
     let rm = y.client()?;
-    let kill_master = |app: String, attempt: u32| {
-        let rm = rm.clone();
-        async move {
-            let am = wait_for("the master running", Duration::from_secs(30), || {
-                let (rm, app) = (rm.clone(), app.clone());
-                async move {
-                    let r = rm.report(&app).await.ok()?;
-                    let running = tasks(&rm, &app).await.iter().any(is_running);
-                    (r.attempt == attempt && r.state == pb::AppState::Running as i32 && running)
-                        .then_some(r.am_container_id)
-                }
-            })
-            .await?;
-            let pids = hstack_tests::procs_with_env("CONTAINER_ID", std::slice::from_ref(&am));
-            assert!(!pids.is_empty(), "the master {am} runs");
-            for p in pids {
-                nix_kill(p);
-            }
-            anyhow::Ok(())
-        }
-    };
     let mut o = opts(2, "sleep 3");
     o.max_attempts = 2;
     let app = submit(&rm, &o).await?;
-    kill_master(app.clone(), 1).await?;
+    kill_master(&rm, &app, 1).await?;
     let r = y.wait_over(&app, Duration::from_secs(60)).await?;
     assert_eq!(r.final_status, pb::FinalStatus::Succeeded as i32, "{r:?}");
     assert_eq!(r.attempt, 2, "{r:?}");
     // One attempt only: killing its master fails the application.
     o.max_attempts = 1;
     let app = submit(&rm, &o).await?;
-    kill_master(app.clone(), 1).await?;
+    kill_master(&rm, &app, 1).await?;
     let r = y.wait_over(&app, Duration::from_secs(60)).await?;
     assert_eq!(r.state, pb::AppState::Failed as i32, "{r:?}");
     assert!(
@@ -392,6 +371,26 @@ async fn a_killed_master_is_restarted_until_no_attempt_is_left() -> anyhow::Resu
     })
     .await?;
     y.check_logs()
+}
+
+/// SIGKILLs `app`'s master once its attempt `attempt` runs.
+async fn kill_master(rm: &RmClient, app: &str, attempt: u32) -> anyhow::Result<()> {
+    let am = wait_for("the master running", Duration::from_secs(30), || {
+        let (rm, app) = (rm.clone(), app.to_string());
+        async move {
+            let r = rm.report(&app).await.ok()?;
+            let running = tasks(&rm, &app).await.iter().any(is_running);
+            (r.attempt == attempt && r.state == pb::AppState::Running as i32 && running)
+                .then_some(r.am_container_id)
+        }
+    })
+    .await?;
+    let pids = hstack_tests::procs_with_env("CONTAINER_ID", std::slice::from_ref(&am));
+    assert!(!pids.is_empty(), "the master {am} runs");
+    for p in pids {
+        nix_kill(p);
+    }
+    Ok(())
 }
 
 fn nix_kill(pid: i32) {
@@ -685,6 +684,17 @@ async fn a_restarted_resource_manager_recovers_its_applications() -> anyhow::Res
             }
         },
     )
+    .await?;
+    // The restart did not use up an attempt: with the default two, a
+    // master killed now still gets a third.
+    kill_master(&rm, &app, 2).await?;
+    wait_for("attempt 3 running", Duration::from_secs(30), || {
+        let (rm, app) = (rm.clone(), app.clone());
+        async move {
+            let r = rm.report(&app).await.ok()?;
+            (r.attempt == 3 && r.state == pb::AppState::Running as i32).then_some(())
+        }
+    })
     .await?;
     rm.kill(&app, "tester").await?;
     let r = y.wait_over(&app, Duration::from_secs(30)).await?;
