@@ -377,11 +377,43 @@ impl Containers {
         tokio::spawn(
             async move {
                 let status = child.wait().await;
+                me.settle_oom_count(id, &status).await;
                 me.exited(id, status);
             }
             .in_current_span(),
         );
         Ok(())
+    }
+
+    /// The kernel signals an OOM victim before it counts the kill in the
+    /// cgroup, so a container SIGKILLed by nobody here may be reaped before
+    /// its `oom_kill` count moves: give the count a moment (200 ms at most,
+    /// only for such a container) so it is reported as killed for memory.
+    async fn settle_oom_count(
+        &self,
+        id: ContainerId,
+        status: &std::io::Result<std::process::ExitStatus>,
+    ) {
+        use std::os::unix::process::ExitStatusExt;
+        let sigkill = matches!(status, Ok(s) if s.signal() == Some(Signal::SIGKILL as i32));
+        if !sigkill {
+            return;
+        }
+        let groups = {
+            let st = self.lock();
+            match st.runs.get(&id) {
+                Some(r) if r.kill.is_none() && r.oom.is_none() && r.groups.is_used() => {
+                    r.groups.clone()
+                }
+                _ => return,
+            }
+        };
+        for _ in 0..20 {
+            if groups.oom_kills() > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A container's process ended: what it ended as, and the cleanup.
