@@ -159,9 +159,23 @@ impl Drop for YarnCluster {
             let p = Path::new("/sys/fs/cgroup")
                 .join(ctl)
                 .join(&self.cgroup_hierarchy);
-            let _ = std::fs::remove_dir(&p);
+            remove_cgroup_dirs(&p);
         }
     }
+}
+
+/// Removes a cgroup directory and the (empty) groups under it, deepest
+/// first: a killed node manager leaves its own group behind. A cgroup's
+/// files cannot be removed, only its directories.
+fn remove_cgroup_dirs(p: &Path) {
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_dirs(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
 }
 
 fn spawn_rm(dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
