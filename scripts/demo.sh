@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hstack's main job on a fresh machine: build, start a local cluster (a
 # 3-member coordination ensemble, a namenode and 6 datanodes over two racks,
-# all on loopback), exercise it, kill nodes, stop it.
+# a resource manager and a node manager beside each datanode, all on
+# loopback), exercise it, kill nodes, stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -53,6 +54,12 @@ cmp "$data" "$data.back" && echo "read back identical after dn1 was killed"
 rm -f "$data" "$data.back"
 $hs dfs setrep -w 2 /user/demo/random.bin
 $hs admin report
+echo "--- the scheduler: a distributed shell: 6 containers, each printing where it ran"
+$hs node list
+$hs app shell --containers 6 --memory 256m --command 'echo "hello from $CONTAINER_ID on $NM_HOST"'
+app=$($hs app list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+$hs app logs "$app" --file stdout
+$hs queue list
 echo "--- a short benchmark"
 $hs bench coord --workload write --concurrency 16 --duration-secs 3 --warmup-secs 1
 $hs local status
