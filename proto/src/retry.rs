@@ -77,6 +77,32 @@ impl Backoff {
     }
 }
 
+/// Calls `f` with a clone of `client` until it answers, trying again
+/// after each retryable error (`Error::retryable`) while `backoff` allows.
+/// Only for calls that are safe to repeat.
+pub async fn call_repeatable<C, T, F, Fut>(
+    client: &C,
+    mut backoff: Backoff,
+    f: F,
+) -> Result<T, crate::Error>
+where
+    C: Clone,
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    loop {
+        match f(client.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) => {
+                let e = crate::Error::from_status(&s);
+                if !e.retryable() || !backoff.pause().await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

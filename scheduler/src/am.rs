@@ -59,30 +59,16 @@ impl AmClient {
         })
     }
 
+    /// Allocate is safe to repeat (the same response_id gets the same
+    /// answer); so are register and finish.
     async fn retrying<T, F, Fut>(&mut self, f: F) -> Result<T, Error>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+        let b = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
             .with_patience(Duration::from_secs(60));
-        loop {
-            match f(self.rm.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => {
-                    let e = Error::from_status(&s);
-                    // Allocate is safe to repeat (the same response_id
-                    // gets the same answer); so are register and finish.
-                    if !e.retryable() {
-                        return Err(e);
-                    }
-                    match b.next_pause() {
-                        Some(p) => tokio::time::sleep(p).await,
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
+        hstack_proto::retry::call_repeatable(&self.rm, b, f).await
     }
 
     pub async fn register(

@@ -43,23 +43,9 @@ impl RmClient {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
+        let b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
             .with_patience(Duration::from_secs(15));
-        loop {
-            match f(self.c.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => {
-                    let e = Error::from_status(&s);
-                    if !e.retryable() {
-                        return Err(e);
-                    }
-                    match b.next_pause() {
-                        Some(p) => tokio::time::sleep(p).await,
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
+        hstack_proto::retry::call_repeatable(&self.c, b, f).await
     }
 
     pub async fn new_application(&self) -> Result<pb::NewApplicationReply, Error> {

@@ -27,7 +27,15 @@ pub async fn start_one(
     node_id: &str,
     req: pb::StartContainerRequest,
 ) -> Result<pb::StartContainersReply, Error> {
-    let mut c = connect(node_id)?;
+    start_on(&mut connect(node_id)?, req).await
+}
+
+/// Sends one start to a node manager: a refusal of the container (in the
+/// reply's `failed`) as an error too.
+async fn start_on(
+    c: &mut Client,
+    req: pb::StartContainerRequest,
+) -> Result<pb::StartContainersReply, Error> {
     let reply = c
         .start_containers(pb::StartContainersRequest {
             containers: vec![req],
@@ -70,18 +78,7 @@ impl NodeClients {
             token: container.token.clone(),
             launch: Some(launch),
         };
-        let mut c = self.get(&container.node_id)?;
-        let reply = c
-            .start_containers(pb::StartContainersRequest {
-                containers: vec![req],
-            })
-            .await
-            .map_err(|s| Error::from_status(&s))?
-            .into_inner();
-        if let Some(f) = reply.failed.first() {
-            let code = Code::try_from(f.code).unwrap_or(Code::Internal);
-            return Err(Error::new(code, f.message.clone()));
-        }
+        let reply = start_on(&mut self.get(&container.node_id)?, req).await?;
         Ok(reply.service_meta)
     }
 
