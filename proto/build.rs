@@ -9,8 +9,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure().compile_protos(&["error.proto"], &["."])?;
     tonic_build::configure()
         .extern_path(".hstack.error.v1", "crate::error::wire")
-        .compile_protos(&["coord.proto", "dfs.proto", "scheduler.proto"], &["."])?;
-    for p in ["error.proto", "coord.proto", "dfs.proto", "scheduler.proto"] {
+        .compile_protos(
+            &[
+                "coord.proto",
+                "dfs.proto",
+                "scheduler.proto",
+                "mapreduce.proto",
+            ],
+            &["."],
+        )?;
+    for p in [
+        "error.proto",
+        "coord.proto",
+        "dfs.proto",
+        "scheduler.proto",
+        "mapreduce.proto",
+    ] {
         println!("cargo:rerun-if-changed={p}");
     }
     Ok(())

@@ -19,6 +19,13 @@ pub mod dfs {
     tonic::include_proto!("hstack.dfs.v1");
 }
 
+/// A MapReduce job's application master: its tasks' umbilical and its
+/// clients' API.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod mapreduce {
+    tonic::include_proto!("hstack.mapreduce.v1");
+}
+
 /// The resource scheduler's APIs: clients, application masters and node
 /// managers to the resource manager, and the node managers' container API.
 #[allow(clippy::all, clippy::pedantic)]
