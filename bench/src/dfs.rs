@@ -21,6 +21,16 @@ pub enum DfsWorkload {
     Read,
 }
 
+/// How `read` reads replicas on the benchmark's host: through the
+/// datanodes' transfer ports, or from the replicas' files (short-circuit
+/// local reads; replicas elsewhere still come through their datanodes).
+#[derive(Clone, Copy, Debug, clap::ValueEnum, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPath {
+    Tcp,
+    Local,
+}
+
 /// One throughput run: `concurrency` files of `size` bytes, each by its
 /// own task.
 #[derive(Clone, Debug)]
@@ -35,6 +45,8 @@ pub struct DfsBench {
     pub dir: String,
     /// Before reading, flush and drop the page cache (needs root).
     pub drop_caches: bool,
+    /// How `read` reads.
+    pub read_path: ReadPath,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +57,17 @@ pub struct DfsResult {
     pub replication: u32,
     pub seconds: f64,
     pub mb_per_sec: f64,
+    /// `read`: the path asked for, and the one the bytes took: `tcp`,
+    /// `local` or `mixed` (some local reads fell back to the transfer
+    /// port), with the bytes of each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked: Option<ReadPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_bytes: Option<u64>,
 }
 
 /// Runs `b`, adding the bytes moved to `done` as it goes (for progress).
@@ -60,6 +83,7 @@ pub async fn run_dfs(
         drop_caches()?;
     }
     let started = Instant::now();
+    let local = b.read_path == ReadPath::Local;
     let mut tasks = Vec::new();
     for i in 0..b.concurrency {
         let c = c.clone();
@@ -69,18 +93,22 @@ pub async fn run_dfs(
         let workload = b.workload;
         tasks.push(tokio::spawn(async move {
             match workload {
-                DfsWorkload::Write => {
-                    write_file(&c, &path, size, replication, block_size, &done).await
-                }
-                DfsWorkload::Read => read_file(&c, &path, &done).await,
+                DfsWorkload::Write => write_file(&c, &path, size, replication, block_size, &done)
+                    .await
+                    .map(|()| (0, 0)),
+                DfsWorkload::Read => read_file(&c, &path, local, &done).await,
             }
         }));
     }
+    let (mut local_bytes, mut tcp_bytes) = (0, 0);
     for t in tasks {
-        t.await??;
+        let (l, t) = t.await??;
+        local_bytes += l;
+        tcp_bytes += t;
     }
     let secs = started.elapsed().as_secs_f64();
     let bytes = done.load(Ordering::Relaxed);
+    let read = b.workload == DfsWorkload::Read;
     Ok(DfsResult {
         workload: b.workload,
         files: b.concurrency,
@@ -88,6 +116,14 @@ pub async fn run_dfs(
         replication: b.replication,
         seconds: secs,
         mb_per_sec: bytes as f64 / 1e6 / secs,
+        asked: read.then_some(b.read_path),
+        path: read.then_some(match (local_bytes, tcp_bytes) {
+            (_, 0) if local_bytes > 0 => "local",
+            (0, _) => "tcp",
+            _ => "mixed",
+        }),
+        local_bytes: read.then_some(local_bytes),
+        tcp_bytes: read.then_some(tcp_bytes),
     })
 }
 
@@ -129,14 +165,22 @@ async fn write_file(
     Ok(())
 }
 
-async fn read_file(c: &DfsClient, path: &str, done: &AtomicU64) -> anyhow::Result<()> {
+/// Reads the file to its end; the bytes read from local files and
+/// through transfer ports.
+async fn read_file(
+    c: &DfsClient,
+    path: &str,
+    local: bool,
+    done: &AtomicU64,
+) -> anyhow::Result<(u64, u64)> {
     let mut r = c.open(path).await.with_context(|| {
         format!("{path}: run `hstack bench dfs write` with the same --dir first")
     })?;
+    r.set_short_circuit(local);
     while let Some(b) = r.read_chunk().await? {
         done.fetch_add(b.len() as u64, Ordering::Relaxed);
     }
-    Ok(())
+    Ok((r.bytes_local, r.bytes_tcp))
 }
 
 fn drop_caches() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use hstack_bench::coord::{BenchOpts, Workload};
-use hstack_bench::dfs::{DfsBench, DfsWorkload, NnBench, NnOp};
+use hstack_bench::dfs::{DfsBench, DfsWorkload, NnBench, NnOp, ReadPath};
 
 use crate::dfs::NnEndpoint;
 use crate::output::{self, human_bytes, parse_size};
@@ -130,14 +130,79 @@ pub struct BenchDfsArgs {
     #[arg(long, default_value = "/bench/dfs")]
     dir: String,
     /// Before reading, flush and drop the page cache (needs root): a cold read.
+    /// With `--path both`, before each path.
     #[arg(long)]
     drop_caches: bool,
+    /// How `read` reads replicas on this host: `tcp` through the datanodes'
+    /// transfer ports, `local` from the replicas' files (short-circuit
+    /// reads), `both` one after the other (tcp first), one row each
+    /// (`--json`: an array of both results).
+    #[arg(long, value_enum, default_value = "both")]
+    path: PathChoice,
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PathChoice {
+    Tcp,
+    Local,
+    Both,
+}
+
 async fn dfs(a: BenchDfsArgs) -> anyhow::Result<()> {
     let c = a.endpoint.connect().await?;
+    let paths: &[ReadPath] = match (a.workload, a.path) {
+        (DfsWorkload::Write, _) => &[ReadPath::Tcp],
+        (_, PathChoice::Tcp) => &[ReadPath::Tcp],
+        (_, PathChoice::Local) => &[ReadPath::Local],
+        (_, PathChoice::Both) => &[ReadPath::Tcp, ReadPath::Local],
+    };
+    let mut results = Vec::new();
+    for &read_path in paths {
+        results.push(dfs_run(&a, &c, read_path).await?);
+    }
+    if a.json {
+        return match results.as_slice() {
+            [one] => output::json(one),
+            all => output::json(&all),
+        };
+    }
+    let rows = results
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{:?}", r.workload).to_lowercase(),
+                r.path.unwrap_or("-").to_string(),
+                r.files.to_string(),
+                human_bytes(r.bytes),
+                r.replication.to_string(),
+                format!("{:.2}", r.seconds),
+                format!("{:.0}", r.mb_per_sec),
+            ]
+        })
+        .collect::<Vec<_>>();
+    output::table(
+        &[
+            "workload",
+            "path",
+            "files",
+            "bytes",
+            "replication",
+            "seconds",
+            "MB/s",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// One run of `a` along `read_path`.
+async fn dfs_run(
+    a: &BenchDfsArgs,
+    c: &hstack_dfs::client::DfsClient,
+    read_path: ReadPath,
+) -> anyhow::Result<hstack_bench::dfs::DfsResult> {
     let b = DfsBench {
         workload: a.workload,
         size: a.size,
@@ -146,6 +211,7 @@ async fn dfs(a: BenchDfsArgs) -> anyhow::Result<()> {
         block_size: a.block_size.unwrap_or(0),
         dir: a.dir.clone(),
         drop_caches: a.drop_caches,
+        read_path,
     };
     let done = Arc::new(AtomicU64::new(0));
     let total = a.size.saturating_mul(a.concurrency as u64);
@@ -163,32 +229,10 @@ async fn dfs(a: BenchDfsArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let r = hstack_bench::dfs::run_dfs(&c, &b, done).await;
+    let r = hstack_bench::dfs::run_dfs(c, &b, done).await;
     shown.abort();
     bar.finish_and_clear();
-    let r = r?;
-    if a.json {
-        return output::json(&r);
-    }
-    output::table(
-        &[
-            "workload",
-            "files",
-            "bytes",
-            "replication",
-            "seconds",
-            "MB/s",
-        ],
-        &[vec![
-            format!("{:?}", r.workload).to_lowercase(),
-            r.files.to_string(),
-            human_bytes(r.bytes),
-            r.replication.to_string(),
-            format!("{:.2}", r.seconds),
-            format!("{:.0}", r.mb_per_sec),
-        ]],
-    );
-    Ok(())
+    r
 }
 
 #[derive(Args)]

@@ -68,6 +68,9 @@ pub struct Datanode {
     /// The address its registration came from: its other DatanodeProtocol
     /// calls must come from there too (until there is authentication).
     pub from_ip: Option<std::net::IpAddr>,
+    /// Its socket for short-circuit local reads, as it registered it
+    /// (empty: none).
+    pub domain_socket: String,
 }
 
 /// What reports show of a datanode: alive or not, and its administrative
@@ -279,6 +282,7 @@ impl BlockMap {
             commands: Vec::new(),
             sending: 0,
             from_ip: None,
+            domain_socket: String::new(),
         });
         self.by_id.insert(id.into(), i);
         i

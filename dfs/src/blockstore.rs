@@ -43,7 +43,8 @@ use crate::namespace::BlockRec;
 
 pub const CHUNK: usize = 512;
 const META_MAGIC: &[u8; 8] = b"HSTKMETA";
-const META_HEADER: u64 = 16;
+/// Bytes before the first checksum of a `.meta` file.
+pub const META_HEADER: u64 = 16;
 
 /// Address, offset and length alignment an `O_DIRECT` write needs (the
 /// page size: enough for every disk's logical block size).
@@ -64,6 +65,10 @@ pub struct Replica {
     pub dir: usize,
 }
 
+/// Told the id of each replica that leaves the index or changes under its
+/// readers (see `BlockStore::on_release`).
+type ReleaseHook = Box<dyn Fn(u64) + Send + Sync>;
+
 pub struct BlockStore {
     dirs: Vec<PathBuf>,
     /// Why each directory was taken out of service; `None` while it works.
@@ -72,6 +77,7 @@ pub struct BlockStore {
     next_dir: Mutex<usize>,
     direct_io: bool,
     pool: Arc<BufPool>,
+    release: Mutex<Option<ReleaseHook>>,
 }
 
 /// CRC32C of each 512-byte chunk of `data`.
@@ -176,6 +182,7 @@ impl BlockStore {
             next_dir: Mutex::new(0),
             direct_io: true,
             pool: Arc::default(),
+            release: Mutex::new(None),
         })
     }
 
@@ -206,6 +213,21 @@ impl BlockStore {
                 );
                 None
             }
+        }
+    }
+
+    /// Has `f` called with a replica's id, after the fact, whenever the
+    /// replica is deleted, leaves the index with its directory, or is
+    /// reopened for writing (a recovery: new stamp, maybe cut). Whoever
+    /// handed out its files (short-circuit reads) takes them back then.
+    /// Replaces an earlier hook.
+    pub fn on_release(&self, f: impl Fn(u64) + Send + Sync + 'static) {
+        *self.release.lock().expect("release hook lock") = Some(Box::new(f));
+    }
+
+    fn released(&self, id: u64) {
+        if let Some(f) = &*self.release.lock().expect("release hook lock") {
+            f(id);
         }
     }
 
@@ -305,6 +327,9 @@ impl BlockStore {
         });
         drop(index);
         lost.sort_by_key(|b| b.id);
+        for b in &lost {
+            self.released(b.id);
+        }
         Some(VolumeFailure {
             dir: self.dirs[i].clone(),
             reason,
@@ -520,7 +545,7 @@ impl BlockStore {
         data.set_len(len).map_err(io)?;
         meta.set_len(META_HEADER + len.div_ceil(CHUNK as u64) * 4)
             .map_err(io)?;
-        self.index(
+        let indexed = self.index(
             id,
             Replica {
                 gen_stamp: new_gs,
@@ -528,7 +553,11 @@ impl BlockStore {
                 state: ReplicaState::Rbw,
                 dir: r.dir,
             },
-        )?;
+        );
+        // After the index changed: whoever looks the replica up from now
+        // on finds it being written, and whoever held it before hears.
+        self.released(id);
+        indexed?;
         Ok(RbwWriter {
             block: BlockRec {
                 id,
@@ -547,6 +576,7 @@ impl BlockStore {
         let Some(r) = self.lock().remove(&id) else {
             return Ok(false);
         };
+        self.released(id);
         let (d, m) = self.paths(r.dir, r.state, id, r.gen_stamp);
         for p in [d, m] {
             match fs::remove_file(&p) {
@@ -588,6 +618,21 @@ impl BlockStore {
         })
     }
 
+    /// A replica's block and checksum files, opened for reading through the
+    /// page cache (no `O_DIRECT`), with the index entry they belong to: for
+    /// a reader on this host that reads them itself (short-circuit reads).
+    /// The caller checks the entry's state, stamp and length.
+    pub fn open_files(&self, id: u64) -> FsResult<(Replica, File, File)> {
+        let r = self
+            .get(id)
+            .ok_or_else(|| FsError::new(Code::FileNotFound, format!("block {id} is not here")))?;
+        let (d, m) = self.paths(r.dir, r.state, id, r.gen_stamp);
+        let io = |e| crate::error::io(&format!("block {id}"), e);
+        let data = File::open(&d).map_err(io)?;
+        let meta = File::open(&m).map_err(io)?;
+        Ok((r, data, meta))
+    }
+
     /// Re-reads a replica and checks every chunk (the block scanner).
     pub fn verify(&self, block: &BlockRec) -> FsResult<()> {
         let mut r = self.open_read(block)?;
@@ -599,6 +644,23 @@ impl BlockStore {
             off += n;
         }
         Ok(())
+    }
+}
+
+/// Checks a `.meta` file's header (its first `META_HEADER` bytes): our
+/// magic, version 1, 512 bytes per checksum.
+pub fn check_meta_header(what: &str, h: &[u8]) -> FsResult<()> {
+    let ok = h.len() >= META_HEADER as usize
+        && &h[..8] == META_MAGIC
+        && h[8..10] == 1u16.to_le_bytes()
+        && h[10..14] == (CHUNK as u32).to_le_bytes();
+    if ok {
+        Ok(())
+    } else {
+        Err(FsError::new(
+            Code::Corrupt,
+            format!("{what}not a version 1 checksum file of 512-byte chunks"),
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod namenode;
 pub mod namespace;
 pub mod path;
 pub mod placement;
+pub mod short_circuit;
 pub mod transfer;
 pub mod wire;
 

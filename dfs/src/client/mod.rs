@@ -3,6 +3,7 @@
 //! ([`FileWriter`], [`FileReader`]).
 
 mod input;
+pub(crate) mod local;
 mod output;
 mod retry;
 
@@ -37,6 +38,11 @@ pub struct ClientOptions {
     /// unreachable or starting (HSTACK_NAMENODE_RETRY_SECS, default 60:
     /// longer than the namenode's 30 s safe-mode extension; see `retry`).
     pub namenode_patience: Duration,
+    /// Read replicas on this host straight from their files, which their
+    /// datanode hands over on its Unix socket (short-circuit local reads),
+    /// instead of through its transfer port. On unless
+    /// `HSTACK_SHORT_CIRCUIT` is `0`, `false`, `off` or `no`.
+    pub short_circuit: bool,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +59,12 @@ impl Default for ClientOptions {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(60),
             ),
+            short_circuit: env("HSTACK_SHORT_CIRCUIT").is_none_or(|v| {
+                !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "off" | "no"
+                )
+            }),
         }
     }
 }
@@ -76,6 +88,7 @@ struct Inner {
     opts: ClientOptions,
     client_name: String,
     open_writers: AtomicUsize,
+    local: local::LocalState,
 }
 
 /// A connection to one namenode; cheap to clone.
@@ -131,6 +144,7 @@ impl DfsClient {
             opts,
             client_name,
             open_writers: AtomicUsize::new(0),
+            local: local::LocalState::default(),
         });
         tokio::spawn(renew_leases(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -152,6 +166,14 @@ impl DfsClient {
 
     pub fn user(&self) -> &str {
         &self.inner.opts.user
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn local_state(&self) -> &local::LocalState {
+        &self.inner.local
     }
 
     /// Who this client's calls say they come from.

@@ -63,6 +63,11 @@ pub struct DatanodeConfig {
     /// after a block read or write fails with an I/O error.
     #[arg(long)]
     pub volume_check_ms: u64,
+    /// Unix domain socket where clients on this host get replicas' file
+    /// descriptors for short-circuit local reads. A relative path is under
+    /// the first data directory; empty turns short-circuit reads off.
+    #[arg(long)]
+    pub domain_socket_path: String,
     /// Runtime worker threads; 0 = one per core.
     #[arg(long)]
     pub worker_threads: usize,
@@ -90,6 +95,7 @@ impl Default for DatanodeConfig {
             direct_io: true,
             failed_volumes_tolerated: 0,
             volume_check_ms: 60_000,
+            domain_socket_path: "dn.sock".into(),
             worker_threads: 0,
             log_format: LogFormat::Human,
             log_level: "info".into(),
@@ -139,6 +145,18 @@ impl DatanodeConfig {
         }
         if self.volume_check_ms == 0 {
             return Err("volume_check_ms must be > 0".into());
+        }
+        // An absolute path too long for a socket is a mistake to name; the
+        // default under a deep data directory only turns the feature off
+        // (with a warning at start: `short_circuit::socket_path`).
+        let p = std::path::Path::new(&self.domain_socket_path);
+        if p.is_absolute() && p.as_os_str().len() > super::short_circuit::MAX_SOCKET_PATH {
+            return Err(format!(
+                "domain_socket_path = {:?} is {} bytes, more than a Unix socket path may have ({}); give a shorter path, or \"\" to turn short-circuit reads off",
+                self.domain_socket_path,
+                p.as_os_str().len(),
+                super::short_circuit::MAX_SOCKET_PATH
+            ));
         }
         if self.failed_volumes_tolerated >= self.data_dirs.len() {
             return Err(format!(
@@ -194,6 +212,10 @@ mod tests {
                 failed_volumes_tolerated: 1,
                 ..Default::default()
             },
+            DatanodeConfig {
+                domain_socket_path: format!("/{}", "x".repeat(120)),
+                ..Default::default()
+            },
         ];
         let keys = [
             "transfer_addr",
@@ -202,6 +224,7 @@ mod tests {
             "rack",
             "scan_period_ms",
             "failed_volumes_tolerated",
+            "domain_socket_path",
         ];
         for (c, k) in bad.iter().zip(keys) {
             let e = c.validate().unwrap_err();

@@ -18,6 +18,11 @@ pub struct DatanodeMetrics {
     pub scanner_blocks_verified_total: IntCounter,
     pub scanner_corrupt_total: IntCounter,
     pub heartbeat_failures_total: IntCounter,
+    pub short_circuit_served_total: IntCounter,
+    pub short_circuit_refused_total: IntCounter,
+    pub short_circuit_revoked_total: IntCounter,
+    /// Replica files handed to short-circuit readers and still held.
+    pub short_circuit_open: IntGauge,
     /// Open data transfer connections (HDFS's xceiver count).
     pub xceivers: IntGauge,
     pub replicas: IntGauge,
@@ -71,6 +76,22 @@ impl DatanodeMetrics {
             heartbeat_failures_total: counter(
                 "heartbeat_failures_total",
                 "Heartbeats the namenode did not answer",
+            ),
+            short_circuit_served_total: counter(
+                "short_circuit_served_total",
+                "Short-circuit requests answered with a replica's file descriptors",
+            ),
+            short_circuit_refused_total: counter(
+                "short_circuit_refused_total",
+                "Short-circuit requests refused (replica missing, being written, corrupt, stale or short)",
+            ),
+            short_circuit_revoked_total: counter(
+                "short_circuit_revoked_total",
+                "Short-circuit grants revoked because the replica was deleted, changed or found corrupt",
+            ),
+            short_circuit_open: gauge(
+                "short_circuit_open",
+                "Replica file descriptors handed to short-circuit readers and still held",
             ),
             xceivers: gauge("xceivers", "Open data transfer connections"),
             replicas: gauge("replicas", "Replicas held, finalized or being written"),

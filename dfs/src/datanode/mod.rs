@@ -12,6 +12,9 @@
 //!   and the commands heartbeats return;
 //! - the **gRPC** service (`recovery`) is lease recovery between replicas;
 //! - the **scanner** (`scanner`) re-verifies replicas at rest;
+//! - the **short-circuit** socket (`short_circuit`) hands a finalized
+//!   replica's open files to a client on this host, and revokes them when
+//!   the replica goes;
 //! - **HTTP** serves metrics, health and readiness (ready = the namenode
 //!   knows our blocks, so sending clients here makes sense).
 //!
@@ -25,6 +28,7 @@ mod fence;
 mod metrics;
 mod recovery;
 mod scanner;
+pub mod short_circuit;
 mod volumes;
 mod xceiver;
 
@@ -165,6 +169,20 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
     })?;
 
     launch.spawn_until_shutdown("transfer", serve_transfer(transfer_listener, ctx.clone()));
+    let socket = short_circuit::socket_path(&cfg.domain_socket_path, &dirs[0]);
+    if let Some(path) = &socket {
+        let listener = short_circuit::bind(path).map_err(|e| {
+            StartError::bad_value(
+                "domain_socket_path",
+                &cfg.domain_socket_path,
+                format!("cannot listen at {}: {e}", path.display()),
+            )
+        })?;
+        launch.spawn_until_shutdown(
+            "short_circuit",
+            short_circuit::serve(listener, path.clone(), ctx.clone()),
+        );
+    }
     launch.spawn_until_shutdown(
         "scanner",
         scanner::run(ctx.clone(), Duration::from_millis(cfg.scan_period_ms)),
@@ -193,6 +211,9 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
         rpc_addr: advertised(rpc_addr),
         http_addr: advertised(http_addr),
         rack: cfg.rack.clone(),
+        domain_socket_path: socket
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string()),
         ..Default::default()
     };
     let nn = actor::namenode_client(&cfg.namenode, Some(transfer_addr.ip()))
@@ -210,7 +231,10 @@ async fn start(cfg: DatanodeConfig, launch: &mut Launch) -> Result<Datanode, Sta
     };
     launch.spawn("actor", actor.run());
 
-    tracing::info!(%transfer_addr, %rpc_addr, %http_addr, namenode = %cfg.namenode, "datanode started");
+    let domain_socket = socket
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string());
+    tracing::info!(%transfer_addr, %rpc_addr, %http_addr, namenode = %cfg.namenode, %domain_socket, "datanode started");
     Ok(Datanode { store, status })
 }
 

@@ -68,6 +68,8 @@ pub struct XceiverCtx {
     pub(crate) fences: Fences,
     /// Wakes the volume checker early (`suspect_volumes`).
     pub(crate) volume_check: tokio::sync::Notify,
+    /// The replica files handed to short-circuit readers.
+    pub short_circuit: Arc<super::short_circuit::Registry>,
 }
 
 impl XceiverCtx {
@@ -79,6 +81,9 @@ impl XceiverCtx {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         metrics.replicas.set(store.replica_count() as i64);
+        let short_circuit = Arc::new(super::short_circuit::Registry::default());
+        let registry = short_circuit.clone();
+        store.on_release(move |id| registry.released(id));
         Self {
             store,
             id,
@@ -87,6 +92,7 @@ impl XceiverCtx {
             events,
             fences: Fences::default(),
             volume_check: tokio::sync::Notify::new(),
+            short_circuit,
         }
     }
 
@@ -101,6 +107,10 @@ impl XceiverCtx {
     }
 
     pub(crate) fn event(&self, e: Event) {
+        if let Event::Corrupt { block, .. } = &e {
+            // No short-circuit reader gets (or keeps) it any more.
+            self.short_circuit.mark_corrupt(block.id);
+        }
         // The receiver lives as long as the datanode; after shutdown
         // nobody listens and nothing is lost that a block report won't
         // tell again.

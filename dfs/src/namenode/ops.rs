@@ -70,6 +70,7 @@ pub(crate) struct NodeView {
     pub state: NodeState,
     pub last_contact_ms: i64,
     pub blocks: u64,
+    pub domain_socket: String,
 }
 
 fn view(n: &Datanode) -> NodeView {
@@ -88,6 +89,7 @@ fn view(n: &Datanode) -> NodeView {
         state: n.state(),
         last_contact_ms: n.last_contact.elapsed().as_millis() as i64,
         blocks: n.blocks,
+        domain_socket: n.domain_socket.clone(),
     }
 }
 
@@ -227,6 +229,8 @@ pub(crate) struct Registration {
     pub rpc_addr: String,
     pub http_addr: String,
     pub rack: String,
+    /// Where clients on its host ask for short-circuit reads ("": nowhere).
+    pub domain_socket: String,
     pub stats: NodeStats,
     pub cluster_id: String,
 }
@@ -1238,6 +1242,7 @@ impl Namenode {
             now,
         );
         st.bm.nodes[n as usize].from_ip = remote;
+        st.bm.nodes[n as usize].domain_socket = r.domain_socket;
         st.bm.heartbeat(&r.id, r.stats, now);
         tracing::info!(datanode = %r.id, host = %r.host, %rack, addr = %r.transfer_addr, "datanode registered");
         Ok(Registered {
@@ -1563,6 +1568,7 @@ mod tests {
             rpc_addr: "127.0.0.5:2".into(),
             http_addr: "127.0.0.5:3".into(),
             rack: String::new(),
+            domain_socket: String::new(),
             stats: stats(),
             cluster_id: cluster_id.into(),
         }

@@ -8,3 +8,4 @@ mod dfs_failures;
 mod dfs_shell;
 mod local_cluster;
 mod scheduler;
+mod short_circuit;

@@ -86,6 +86,7 @@ impl pb::datanode_protocol_server::DatanodeProtocol for DatanodeProtocolService 
                 rpc_addr: info.rpc_addr,
                 http_addr: info.http_addr,
                 rack: info.rack,
+                domain_socket: info.domain_socket_path,
                 cluster_id: r.cluster_id,
             };
             let done = self.nn.register_datanode(reg, remote)?;

@@ -80,6 +80,7 @@ fn node_pb(n: NodeView) -> pb::DatanodeInfo {
         state: crate::wire::node_state(n.state) as i32,
         last_contact_ms: n.last_contact_ms,
         blocks: n.blocks,
+        domain_socket_path: n.domain_socket,
     }
 }
 
