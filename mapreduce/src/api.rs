@@ -96,6 +96,12 @@ impl TaskContext {
     pub fn progress(&self) -> f32 {
         self.progress
     }
+
+    /// The job's file system (where its input, output and shipped files
+    /// are).
+    pub fn fs(&self) -> Option<&Arc<dyn Fs>> {
+        self.side.as_ref().map(|(fs, _)| fs)
+    }
 }
 
 pub trait Mapper: Send {

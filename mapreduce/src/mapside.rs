@@ -199,7 +199,10 @@ impl SortBuffer {
             let end = i + metas[i..].partition_point(|m| m.part == p);
             let mut sw = SegmentWriter::new(&mut w, 0, self.conf.compress);
             match &mut self.combiner {
-                Some((c, ctx)) => {
+                Some((c, ctx)) if i < end => {
+                    // One run of the combiner per partition of a spill
+                    // (setup, reduce per key, cleanup), as Hadoop runs it.
+                    c.setup(ctx)?;
                     let mut j = i;
                     while j < end {
                         let k0 =
@@ -224,8 +227,11 @@ impl SortBuffer {
                         self.stats.combine_output += out.n;
                         j = e;
                     }
+                    let mut out = SegEmit { w: &mut sw, n: 0 };
+                    c.cleanup(&mut out, ctx)?;
+                    self.stats.combine_output += out.n;
                 }
-                None => {
+                _ => {
                     for m in &metas[i..end] {
                         let k = &data[m.koff as usize..(m.koff + m.klen) as usize];
                         let v =
@@ -318,7 +324,9 @@ impl SortBuffer {
             match (&mut self.combiner, combine) {
                 (Some((c, ctx)), true) => {
                     let mut out = SegEmit { w: &mut sw, n: 0 };
+                    c.setup(ctx)?;
                     let g = merge::reduce_all(&mut m, c.as_mut(), &mut out, ctx)?;
+                    c.cleanup(&mut out, ctx)?;
                     self.stats.combine_input += g.records;
                     self.stats.combine_output += out.n;
                 }

@@ -22,6 +22,10 @@ pub struct JobSpec {
     pub splits: Vec<Split>,
     /// Total-order partition boundaries (sort, terasort): reduces − 1 keys.
     pub bounds: Vec<serde_bytes::ByteBuf>,
+    /// Files every task gets in its working directory (streaming's
+    /// `-file`), as paths in the job's file system.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 impl JobSpec {
