@@ -2,8 +2,10 @@
 //! (`hstack bench …`) and from the production libraries they measure: the
 //! coordination service's closed-loop load (`coord`), the file system's
 //! throughput, namenode operations and memory (`dfs`), and the scheduler
-//! under simulated load (`scheduler`).
+//! under simulated load (`scheduler`), and MapReduce jobs end to end
+//! (`mr`).
 
 pub mod coord;
 pub mod dfs;
+pub mod mr;
 pub mod scheduler;

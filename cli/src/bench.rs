@@ -28,6 +28,9 @@ pub enum BenchCmd {
     /// End to end on a running cluster: submit to every container of a
     /// distributed shell running.
     Shell(BenchShellArgs),
+    /// MapReduce end to end on a running cluster: wordcount, terasort, or
+    /// the fixed cost of a one-block job.
+    Mr(BenchMrArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::NamenodeMemory(a) => memory(a),
         BenchCmd::Scheduler(a) => scheduler(a),
         BenchCmd::Shell(a) => shell(a).await,
+        BenchCmd::Mr(a) => mr(a).await,
     }
 }
 
@@ -500,6 +504,80 @@ async fn shell(a: BenchShellArgs) -> anyhow::Result<()> {
             format!("{:.3} s", r.min_secs),
             format!("{:.3} s", r.max_secs),
         ]],
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchMrArgs {
+    #[command(flatten)]
+    at: crate::mr::MrEndpoint,
+    #[arg(value_enum)]
+    workload: hstack_bench::mr::MrWorkload,
+    /// Input bytes (made once, kept in --dir for later runs).
+    #[arg(long, default_value = "1g", value_parser = parse_size)]
+    size: u64,
+    #[arg(long, default_value_t = 2)]
+    reduces: u32,
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Also time the tools one would use instead, on the same data.
+    #[arg(long)]
+    reference: bool,
+    /// Where inputs and outputs go in the file system.
+    #[arg(long, default_value = "/bench/mr")]
+    dir: String,
+}
+
+async fn mr(a: BenchMrArgs) -> anyhow::Result<()> {
+    use hstack_bench::mr::{run_mr, MrBench};
+    let b = MrBench {
+        workload: a.workload,
+        size: a.size,
+        reduces: a.reduces,
+        runs: a.runs,
+        reference: a.reference,
+        namenode: a.at.namenode_address()?,
+        rm: a.at.rm_address()?,
+        exe: std::env::current_exe()?.display().to_string(),
+        dir: a.dir.trim_end_matches('/').to_string(),
+        user: a.at.user(),
+    };
+    let json = a.at.json();
+    let bar = output::counter("runs", u64::from(a.runs), json);
+    let r = run_mr(&b, |n| bar.set_position(u64::from(n))).await;
+    bar.finish_and_clear();
+    let r = r?;
+    if json {
+        return output::json(&r);
+    }
+    let mut rows = vec![vec![
+        format!("hstack mr {:?}", r.workload).to_lowercase(),
+        output::human_bytes(r.bytes),
+        format!("{:.3} s", r.median_secs),
+        format!("{:.3}–{:.3} s", r.min_secs, r.max_secs),
+        format!("{:.1} MB/s", r.mb_per_sec),
+        format!(
+            "{} maps ({} data-local), {} reduces{}",
+            r.maps,
+            r.data_local_maps,
+            r.reduces,
+            if r.uber { ", in the master" } else { "" }
+        ),
+    ]];
+    if let Some(x) = &r.reference {
+        rows.push(vec![
+            x.tool.clone(),
+            output::human_bytes(r.bytes),
+            format!("{:.3} s", x.seconds),
+            String::new(),
+            format!("{:.1} MB/s", r.bytes as f64 / 1e6 / x.seconds),
+            format!("hstack takes {:.2}x its time", r.median_secs / x.seconds),
+        ]);
+    }
+    output::table(
+        &["what", "input", "median", "range", "throughput", "notes"],
+        &rows,
     );
     Ok(())
 }

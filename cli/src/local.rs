@@ -301,6 +301,7 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             ("--memory-mb", "4096"),
             ("--vcores", "4"),
             ("--worker-threads", "1"),
+            ("--aux-services", "mapreduce_shuffle"),
         ]);
         s.start(&dir, "nodemanager", &id, &data_dir, f, left())
             .await?;

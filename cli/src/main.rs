@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod dfs;
 mod local;
+mod mr;
 mod output;
 mod yarn;
 mod zk;
@@ -87,6 +88,8 @@ enum Cmd {
     Node(yarn::NodeArgs),
     /// The scheduler's queues.
     Queue(yarn::QueueArgs),
+    /// MapReduce: built-in jobs, Hadoop Streaming, job status and counters.
+    Mr(mr::MrArgs),
     /// A whole cluster on this machine, as child processes.
     Local(local::LocalArgs),
     /// Benchmarks against a running cluster.
@@ -108,7 +111,11 @@ fn main() -> ExitCode {
         }
         Cmd::Datanode(args) => run_daemon::<hstack_dfs::datanode::DatanodeRole>(args),
         Cmd::Resourcemanager(args) => run_daemon::<hstack_scheduler::ResourceManagerRole>(args),
-        Cmd::Nodemanager(args) => run_daemon::<hstack_scheduler::NodeManagerRole>(args),
+        Cmd::Nodemanager(args) => {
+            // The MapReduce shuffle runs in node managers that name it.
+            hstack_mapreduce::shuffle::register();
+            run_daemon::<hstack_scheduler::NodeManagerRole>(args)
+        }
         client => run_client(client),
     }
 }
@@ -145,7 +152,10 @@ fn run_client(cmd: Cmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if matches!(cmd, Cmd::Dfs(_) | Cmd::Admin(_) | Cmd::Bench { .. }) {
+    if matches!(
+        cmd,
+        Cmd::Dfs(_) | Cmd::Admin(_) | Cmd::Bench { .. } | Cmd::Mr(_)
+    ) {
         // The file system client says why it waits (a namenode restarting,
         // a replica that failed).
         hstack_daemon::init_client_tracing();
@@ -159,6 +169,7 @@ fn run_client(cmd: Cmd) -> ExitCode {
             Cmd::App(args) => yarn::app(args).await,
             Cmd::Node(args) => yarn::node(args).await,
             Cmd::Queue(args) => yarn::queue(args).await,
+            Cmd::Mr(args) => mr::run(args).await,
             Cmd::Bench { what } => bench::run(what).await,
             Cmd::Coord(_)
             | Cmd::Namenode(_)

@@ -33,6 +33,10 @@ pub struct RmEndpoint {
 }
 
 impl RmEndpoint {
+    pub fn new(cluster: Option<std::path::PathBuf>, rm: Option<String>, json: bool) -> Self {
+        Self { cluster, rm, json }
+    }
+
     pub fn json(&self) -> bool {
         self.json
     }

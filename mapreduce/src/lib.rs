@@ -9,11 +9,15 @@
 //! output committer (`committer`). The same task code runs in one process
 //! against local files (`local`) or in containers on the cluster.
 
+pub mod am;
 pub mod api;
+pub mod child;
+pub mod client;
 pub mod committer;
 pub mod conf;
 pub mod counters;
 pub mod fs;
+pub mod history;
 pub mod ifile;
 pub mod io;
 pub mod jobs;
@@ -21,6 +25,7 @@ pub mod local;
 pub mod mapside;
 pub mod merge;
 pub mod reduceside;
+pub mod shuffle;
 pub mod spec;
 pub mod splits;
 pub mod task;

@@ -169,7 +169,7 @@ pub fn run(
     progress: &dyn JobProgress,
 ) -> anyhow::Result<JobReport> {
     let started = Instant::now();
-    let job_id = format!("local{}", std::process::id());
+    let job_id = format!("job_local{}_0001", std::process::id());
     let committer = Committer::new(fs.clone(), &spec.output);
     committer.setup_job()?;
     let r = run_tasks(spec, &job_id, fs, &scratch, parallel, progress, &committer);
@@ -192,7 +192,9 @@ pub fn run(
     }
 }
 
-fn run_tasks(
+/// Runs every task of a job, maps then reduces, in this process, each
+/// committed as it finishes (the job is committed by the caller).
+pub fn run_tasks(
     spec: &JobSpec,
     job_id: &str,
     fs: Arc<dyn Fs>,
@@ -220,6 +222,7 @@ fn run_tasks(
                 other: 0.0,
                 is_map: true,
             },
+            skip: &[],
         };
         let d = task::run_map(&a).map_err(|e| e.context(format!("map {i} failed")))?;
         let attempt = a.attempt_id(true);
@@ -262,6 +265,7 @@ fn run_tasks(
                     other: 1.0,
                     is_map: false,
                 },
+                skip: &[],
             };
             let counters = task::run_reduce(&a, &mut merged, &stats)
                 .map_err(|e| e.context(format!("reduce {p} failed")))?;

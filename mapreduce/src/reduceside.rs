@@ -26,6 +26,8 @@ struct OnDisk {
 pub struct ShuffleStats {
     pub shuffled_bytes: u64,
     pub segments: u64,
+    /// Records in every segment received.
+    pub records: u64,
     pub merges_to_disk: u64,
     pub local_written: u64,
     pub local_read: u64,
@@ -70,6 +72,7 @@ impl ShuffleStore {
     pub fn add_memory(&mut self, bytes: Vec<u8>, info: SegmentInfo) -> anyhow::Result<()> {
         self.stats.shuffled_bytes += bytes.len() as u64;
         self.stats.segments += 1;
+        self.stats.records += info.records;
         if info.records == 0 {
             return Ok(());
         }
@@ -85,6 +88,7 @@ impl ShuffleStore {
     pub fn add_file(&mut self, path: PathBuf, info: SegmentInfo) -> anyhow::Result<()> {
         self.stats.shuffled_bytes += info.part_len;
         self.stats.segments += 1;
+        self.stats.records += info.records;
         self.disk.push(OnDisk {
             path,
             info: SegmentInfo { offset: 0, ..info },

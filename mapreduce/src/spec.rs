@@ -55,20 +55,21 @@ impl JobSpec {
     }
 }
 
-/// `task_<job>_m_000003` / `_r_`.
-pub fn task_id(job_id: &str, is_map: bool, index: u32) -> String {
-    format!(
-        "task_{job_id}_{}_{index:06}",
-        if is_map { "m" } else { "r" }
-    )
+/// A job id without its `job_` (`1700000000123_0007`).
+fn bare(job_id: &str) -> &str {
+    job_id.strip_prefix("job_").unwrap_or(job_id)
 }
 
-/// `attempt_<job>_m_000003_1`.
+/// `task_<ts>_<seq>_m_000003` (or `_r_`), as Hadoop names tasks.
+pub fn task_id(job_id: &str, is_map: bool, index: u32) -> String {
+    let kind = if is_map { "m" } else { "r" };
+    format!("task_{}_{kind}_{index:06}", bare(job_id))
+}
+
+/// `attempt_<ts>_<seq>_m_000003_1`.
 pub fn attempt_id(job_id: &str, is_map: bool, index: u32, attempt: u32) -> String {
-    format!(
-        "attempt_{job_id}_{}_{index:06}_{attempt}",
-        if is_map { "m" } else { "r" }
-    )
+    let kind = if is_map { "m" } else { "r" };
+    format!("attempt_{}_{kind}_{index:06}_{attempt}", bare(job_id))
 }
 
 /// `part-r-00003` / `part-m-00003`.

@@ -19,6 +19,9 @@ use crate::spec::{self, JobSpec};
 /// Told how far an attempt is, now and then; answers whether to go on.
 pub trait Progress: Send + Sync {
     fn progress(&self, fraction: f32, status: &str);
+    /// The map input record about to be processed (numbered from 0), so
+    /// that a crash can be pinned on it.
+    fn record(&self, _n: u64) {}
 }
 
 /// Reports nowhere.
@@ -39,9 +42,13 @@ pub struct Attempt<'a> {
     pub attempt: u32,
     /// The job's file system (input and output).
     pub fs: Arc<dyn Fs>,
-    /// The attempt's own directory on local disk.
+    /// The attempt's own directory on local disk (a map's output goes
+    /// here).
     pub work: PathBuf,
     pub progress: &'a dyn Progress,
+    /// Input records (by number, sorted) a map skips: they crashed
+    /// earlier attempts.
+    pub skip: &'a [u64],
 }
 
 impl Attempt<'_> {
@@ -126,6 +133,16 @@ fn count_bytes(ctx: &mut TaskContext, fs: &dyn Fs, local_read: u64, local_writte
         .add(c::FS, c::FILE_BYTES_WRITTEN, local_written as i64);
 }
 
+/// Whether record `n` is one to skip (counted).
+#[inline]
+fn skipping(a: &Attempt<'_>, n: u64, skipped: &mut u64) -> bool {
+    if !a.skip.is_empty() && a.skip.binary_search(&n).is_ok() {
+        *skipped += 1;
+        return true;
+    }
+    false
+}
+
 /// Runs a map attempt.
 pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     let spec = a.spec;
@@ -142,13 +159,14 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     mapper.setup(&mut ctx)?;
     let reduces = spec.reduces();
     let mut records = 0u64;
+    let mut skipped = 0u64;
     let (output, local_read, local_written) = if reduces > 0 {
         let partitioner = job.partitioner(spec);
         let combiner = job
             .combiner(spec)?
             .map(|r| (r, TaskContext::new(ctx.conf.clone(), ctx.info.clone())));
         let conf = MapOutputConf {
-            dir: a.work.join("output"),
+            dir: a.work.clone(),
             reduces,
             sort_bytes: (spec.conf.u64(conf::SORT_MB) << 20) as usize,
             compress: spec.conf.bool(conf::MAP_OUTPUT_COMPRESS),
@@ -160,6 +178,11 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
             buf: SortBuffer::new(conf, combiner),
         };
         while let Some((k, v)) = reader.next()? {
+            if skipping(a, records, &mut skipped) {
+                records += 1;
+                continue;
+            }
+            a.progress.record(records);
             mapper.map(k, v, &mut out, &mut ctx)?;
             records += 1;
             if records % REPORT_EVERY == 0 {
@@ -198,6 +221,11 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
             records: 0,
         };
         while let Some((k, v)) = reader.next()? {
+            if skipping(a, records, &mut skipped) {
+                records += 1;
+                continue;
+            }
+            a.progress.record(records);
             mapper.map(k, v, &mut out, &mut ctx)?;
             records += 1;
             if records % REPORT_EVERY == 0 {
@@ -243,8 +271,12 @@ pub fn run_reduce(
     let mut groups = 0u64;
     let g = merge::for_each_group(input, |k, vals| {
         groups += 1;
-        if groups % 4096 == 0 {
-            a.progress.progress(0.5, ctx.status());
+        if groups % 1024 == 0 {
+            // Groups done: what tells the master the reduce is not hung.
+            a.progress.record(groups);
+            let done = shuffle.records.max(1) as f64;
+            let f = 0.34 + 0.66 * (groups as f64 / done).min(1.0);
+            a.progress.progress(f as f32, ctx.status());
         }
         reducer.reduce(k, vals, &mut out, &mut ctx)
     })?;

@@ -23,6 +23,7 @@ pub use hstack_proto::dfs as hstack_proto_dfs;
 pub use hstack_scheduler;
 
 pub mod dfs;
+pub mod mr;
 pub mod yarn;
 pub use dfs::DfsCluster;
 pub use yarn::YarnCluster;

@@ -45,6 +45,18 @@ impl YarnCluster {
         rm_extra: &[&str],
         nm_extra: &[&str],
     ) -> anyhow::Result<Self> {
+        let hosts: Vec<String> = (0..nms).map(nm_host).collect();
+        Self::start_on(&hosts, racks, rm_extra, nm_extra).await
+    }
+
+    /// Node managers on the given hosts (beside datanodes, for locality).
+    pub async fn start_on(
+        hosts: &[String],
+        racks: usize,
+        rm_extra: &[&str],
+        nm_extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let nms = hosts.len();
         let dir = tempfile::Builder::new()
             .prefix("hstack-yarn-test-")
             .tempdir()?;
@@ -57,11 +69,12 @@ impl YarnCluster {
         rm.wait_announced(Duration::from_secs(30)).await?;
         let cgroup_hierarchy = format!("hstack-test/{name}");
         let mut procs = Vec::new();
-        for i in 0..nms {
+        for (i, host) in hosts.iter().enumerate() {
             let rack = format!("/rack{}", i * racks / nms.max(1) + 1);
             procs.push(spawn_nm(
                 dir.path(),
                 i,
+                host,
                 &rack,
                 &rm.addr("rpc"),
                 &cgroup_hierarchy,
@@ -209,6 +222,7 @@ fn spawn_rm(dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
 fn spawn_nm(
     dir: &Path,
     i: usize,
+    host: &str,
     rack: &str,
     rm: &str,
     cgroups: &str,
@@ -216,7 +230,6 @@ fn spawn_nm(
 ) -> anyhow::Result<Proc> {
     let data_dir = dir.join(format!("nm{}", i + 1));
     std::fs::create_dir_all(&data_dir)?;
-    let host = nm_host(i);
     let mut args: Vec<String> = vec!["--id".into(), format!("nm{}", i + 1)];
     for (flag, v) in [
         ("--data-dir", data_dir.display().to_string()),
@@ -228,6 +241,7 @@ fn spawn_nm(
         ("--vcores", YarnCluster::NM_VCORES.to_string()),
         ("--monitor-interval-ms", "200".to_string()),
         ("--cgroup-hierarchy", cgroups.to_string()),
+        ("--aux-services", "mapreduce_shuffle".to_string()),
     ] {
         args.push(flag.into());
         args.push(v);

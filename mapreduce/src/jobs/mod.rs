@@ -4,7 +4,9 @@
 
 pub mod grep;
 pub mod index;
+pub mod randomtext;
 pub mod sort;
+pub mod streaming;
 pub mod tera;
 pub mod wordcount;
 
@@ -96,9 +98,12 @@ pub fn lookup(name: &str) -> anyhow::Result<Box<dyn Job>> {
         "grep" => Box::new(grep::Grep),
         "sort" => Box::new(sort::Sort),
         "invertedindex" => Box::new(index::InvertedIndex),
+        "randomtext" => Box::new(randomtext::RandomText),
         "teragen" => Box::new(tera::TeraGen),
         "terasort" => Box::new(sort::TeraSort),
         "teravalidate" => Box::new(tera::TeraValidate),
+        // Not in BUILT_IN: it runs through `mr streaming`, not `mr run`.
+        "streaming" => Box::new(streaming::Streaming),
         other => {
             let names: Vec<&str> = BUILT_IN.iter().map(|b| b.0).collect();
             anyhow::bail!("no built-in job {other:?} (there are {})", names.join(", "))

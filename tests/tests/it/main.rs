@@ -7,5 +7,6 @@ mod dfs;
 mod dfs_failures;
 mod dfs_shell;
 mod local_cluster;
+mod mapreduce;
 mod scheduler;
 mod short_circuit;
