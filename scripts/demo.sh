@@ -34,7 +34,9 @@ head -1 "$tmp/gen.txt"
 $hs dfs du -s -h /user/demo/corpus
 echo
 echo "--- wordcount over it: maps where the blocks are, a combiner, 2 reduces"
-$hs mr run wordcount --reduces 2 /user/demo/corpus /user/demo/wordcount
+# (at most one map per CPU at once: on one machine more only share the caches)
+$hs mr run wordcount --reduces 2 -D "mapreduce.job.running.map.limit=$(nproc)" \
+  /user/demo/corpus /user/demo/wordcount
 echo
 echo "--- the 15 most frequent words"
 $hs dfs cat '/user/demo/wordcount/part-*' | sort -t "$(printf '\t')" -k2,2nr > "$tmp/counts.txt"

@@ -15,7 +15,7 @@ use hstack_dfs::client::{ClientOptions, DfsClient};
 use hstack_mapreduce::conf;
 use hstack_mapreduce::history::JobInfo;
 use hstack_mapreduce::io::tera as io_tera;
-use hstack_mapreduce::jobs::{randomtext, tera, words, ByteMap};
+use hstack_mapreduce::jobs::{randomtext, tera, words, WordCounts};
 use hstack_mapreduce::local::JobProgress;
 use hstack_mapreduce::{client, JobSpec};
 use hstack_scheduler::client::RmClient;
@@ -43,6 +43,8 @@ pub struct MrBench {
     /// Where inputs and outputs go.
     pub dir: String,
     pub user: String,
+    /// Job settings of every measured job (`-D`).
+    pub conf: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -188,11 +190,12 @@ async fn download(dfs: &DfsClient, dir: &str, to: &std::path::Path) -> anyhow::R
     Ok(n)
 }
 
-/// One thread counting words in a hash map: the per-core limit.
+/// One thread counting words in a hash map (the same map the wordcount
+/// mapper uses): the per-core limit.
 pub fn hash_count(path: &std::path::Path) -> anyhow::Result<usize> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    let mut counts: ByteMap<u64> = ByteMap::default();
+    let mut counts = WordCounts::default();
     let mut buf = vec![0u8; 4 << 20];
     let mut carry = Vec::new();
     loop {
@@ -205,19 +208,14 @@ pub fn hash_count(path: &std::path::Path) -> anyhow::Result<usize> {
         carry.extend_from_slice(&chunk[..cut]);
         for line in carry.split(|&b| b == b'\n') {
             for w in words(line) {
-                match counts.get_mut(w) {
-                    Some(c) => *c += 1,
-                    None => {
-                        counts.insert(w.to_vec(), 1);
-                    }
-                }
+                counts.add(w, 1);
             }
         }
         carry.clear();
         carry.extend_from_slice(&chunk[cut..]);
     }
     for w in words(&carry) {
-        *counts.entry(w.to_vec()).or_default() += 1;
+        counts.add(w, 1);
     }
     Ok(counts.len())
 }
@@ -306,6 +304,8 @@ pub async fn run_mr(b: &MrBench, on_run: impl Fn(u32)) -> anyhow::Result<MrResul
     let rm = RmClient::new(&b.rm)?;
     let input = input(b, &dfs, &rm).await?;
     let bytes = dfs.content_summary(&input).await?.length;
+    let mut set: Vec<(&str, String)> = vec![(conf::REDUCES, b.reduces.to_string())];
+    set.extend(b.conf.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let mut runs = Vec::new();
     let mut last = None;
     for i in 0..b.runs {

@@ -527,6 +527,12 @@ pub struct BenchMrArgs {
     /// Where inputs and outputs go in the file system.
     #[arg(long, default_value = "/bench/mr")]
     dir: String,
+    /// A setting of the measured jobs (`-D mapreduce.task.io.sort.mb=200`).
+    /// Unless given, mapreduce.job.running.map.limit is this machine's
+    /// CPUs: on one machine more maps at once than cores only share the
+    /// caches (see docs/benchmarks.md).
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    define: Vec<String>,
 }
 
 async fn mr(a: BenchMrArgs) -> anyhow::Result<()> {
@@ -542,6 +548,18 @@ async fn mr(a: BenchMrArgs) -> anyhow::Result<()> {
         exe: std::env::current_exe()?.display().to_string(),
         dir: a.dir.trim_end_matches('/').to_string(),
         user: a.at.user(),
+        conf: {
+            let mut c = hstack_mapreduce::JobConf::default();
+            for d in &a.define {
+                c.set_pair(d)?;
+            }
+            let limit = hstack_mapreduce::conf::RUNNING_MAP_LIMIT;
+            if c.get(limit).is_none() {
+                let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+                c.set(limit, cpus.to_string());
+            }
+            c.0.into_iter().collect()
+        },
     };
     let json = a.at.json();
     let bar = output::counter("runs", u64::from(a.runs), json);

@@ -498,7 +498,7 @@ async fn list(at: &MrEndpoint) -> anyhow::Result<()> {
                 serde_json::json!({
                     "job_id": hstack_mapreduce::history::job_id_of(&a.app_id),
                     "app_id": a.app_id, "name": a.name, "user": a.user, "queue": a.queue,
-                    "state": hstack_scheduler::wire::app_state_name(hstack_proto::scheduler::AppState::try_from(a.state).unwrap_or_default()),
+                    "state": client::state_of(a),
                     "progress": a.progress, "submit_ms": a.submit_ms, "finish_ms": a.finish_ms,
                 })
             })
@@ -512,10 +512,7 @@ async fn list(at: &MrEndpoint) -> anyhow::Result<()> {
                 hstack_mapreduce::history::job_id_of(&a.app_id),
                 a.name.clone(),
                 a.user.clone(),
-                hstack_scheduler::wire::app_state_name(
-                    hstack_proto::scheduler::AppState::try_from(a.state).unwrap_or_default(),
-                )
-                .to_string(),
+                client::state_of(a).to_string(),
                 format!("{:.0}%", a.progress * 100.0),
                 output::date_millis(a.submit_ms as i64),
             ]

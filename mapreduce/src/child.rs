@@ -144,10 +144,15 @@ pub async fn run() -> anyhow::Result<()> {
     let am2 = am.clone();
     let rep2 = reported.clone();
     let id2 = attempt_id.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = match tokio::task::spawn_blocking(move || {
         run_attempt(&asg, &spec, fs, &work, &rep2, &am2, &id2, &rt)
     })
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        // A panic in the task's code is its failure, like an error.
+        Err(e) => Err(anyhow::anyhow!("the task's code panicked: {e}")),
+    };
     match result {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -184,7 +189,6 @@ fn run_attempt(
     attempt_id: &str,
     rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_default();
     // The application's directory: the container's directory's parent.
     let app_dir = work.parent().unwrap_or(work).to_path_buf();
     let a = Attempt {
@@ -201,7 +205,6 @@ fn run_attempt(
         progress: reported,
         skip: &asg.skip,
     };
-    let _ = user;
     let committer = Committer::new(fs.clone(), &spec.output);
     let node_id = std::env::var("HSTACK_NM_ADDRESS").unwrap_or_default();
     let locality = std::env::var("HSTACK_MR_LOCALITY").unwrap_or_default();

@@ -168,12 +168,7 @@ pub async fn status(dfs: &DfsClient, rm: &RmClient, id: &str) -> anyhow::Result<
             name: r.name.clone(),
             user: r.user.clone(),
             queue: r.queue.clone(),
-            state: match hstack_scheduler::wire::app_state_name(
-                pb::AppState::try_from(r.state).unwrap_or(pb::AppState::Unspecified),
-            ) {
-                "FINISHED" => "FAILED".to_string(),
-                s => s.to_string(),
-            },
+            state: state_of(&r).to_string(),
             diagnostics: r.diagnostics.clone(),
             submit_ms: r.submit_ms,
             start_ms: r.start_ms,
@@ -258,5 +253,19 @@ pub async fn run(
         if started.elapsed() > Duration::from_secs(24 * 3600) {
             return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("the job ran for a day")));
         }
+    }
+}
+
+/// A MapReduce application's state as a job's: the final status once the
+/// application has finished.
+pub fn state_of(r: &pb::ApplicationReport) -> &'static str {
+    let state = pb::AppState::try_from(r.state).unwrap_or(pb::AppState::Unspecified);
+    if state != pb::AppState::Finished {
+        return hstack_scheduler::wire::app_state_name(state);
+    }
+    match pb::FinalStatus::try_from(r.final_status) {
+        Ok(pb::FinalStatus::Succeeded) => "SUCCEEDED",
+        Ok(pb::FinalStatus::FinalKilled) => "KILLED",
+        _ => "FAILED",
     }
 }

@@ -39,6 +39,8 @@ pub const OUTPUT_REPLICATION: &str = "mapreduce.output.replication";
 pub const INPUT_FORMAT: &str = "mapreduce.job.inputformat";
 pub const OUTPUT_FORMAT: &str = "mapreduce.job.outputformat";
 pub const UBER: &str = "mapreduce.job.ubertask.enable";
+pub const RUNNING_MAP_LIMIT: &str = "mapreduce.job.running.map.limit";
+pub const RUNNING_REDUCE_LIMIT: &str = "mapreduce.job.running.reduce.limit";
 pub const UBER_MAX_MAPS: &str = "mapreduce.job.ubertask.maxmaps";
 
 /// What a key holds, for checking a value.
@@ -176,8 +178,8 @@ const KEYS: &[(&str, Kind, &str, &str)] = &[
     (
         SKIP_MAX_RECORDS,
         Kind::Uint,
-        "1",
-        "records around a crash that may be skipped; 0 never skips",
+        "0",
+        "1 or more: a map record that crashed attempts is skipped (once the task failed skip.start.attempts times); 0 (Hadoop's default) never skips",
     ),
     (
         KV_SEPARATOR,
@@ -220,6 +222,18 @@ const KEYS: &[(&str, Kind, &str, &str)] = &[
         Kind::Uint,
         "1",
         "most maps of a job run inside its master",
+    ),
+    (
+        RUNNING_MAP_LIMIT,
+        Kind::Uint,
+        "0",
+        "map attempts running (or asked for) at once; 0 no limit",
+    ),
+    (
+        RUNNING_REDUCE_LIMIT,
+        Kind::Uint,
+        "0",
+        "reduce attempts running (or asked for) at once; 0 no limit",
     ),
 ];
 

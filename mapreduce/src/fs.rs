@@ -64,6 +64,9 @@ pub trait Fs: Send + Sync {
     fn blocks(&self, f: &FileInfo) -> anyhow::Result<Vec<BlockLoc>>;
     fn bytes_read(&self) -> u64;
     fn bytes_written(&self) -> u64;
+    /// The same file system with counts of its own (one per task, so a
+    /// task's counters hold its own bytes only).
+    fn fork(&self) -> Arc<dyn Fs>;
 }
 
 /// `dir` joined with `name`.
@@ -253,6 +256,10 @@ impl Fs for LocalFs {
 
     fn bytes_written(&self) -> u64 {
         self.moved.written.load(Ordering::Relaxed)
+    }
+
+    fn fork(&self) -> Arc<dyn Fs> {
+        Arc::new(LocalFs::new())
     }
 }
 
@@ -541,5 +548,13 @@ impl Fs for DfsFs {
 
     fn bytes_written(&self) -> u64 {
         self.moved.written.load(Ordering::Relaxed)
+    }
+
+    fn fork(&self) -> Arc<dyn Fs> {
+        Arc::new(DfsFs {
+            client: self.client.clone(),
+            rt: self.rt.clone(),
+            moved: Arc::default(),
+        })
     }
 }

@@ -146,6 +146,8 @@ fn skipping(a: &Attempt<'_>, n: u64, skipped: &mut u64) -> bool {
 /// Runs a map attempt.
 pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     let spec = a.spec;
+    // Counts of this task's own bytes.
+    let fs = a.fs.fork();
     let job = jobs::lookup(&spec.job)?;
     let split = spec
         .splits
@@ -154,7 +156,7 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     std::fs::create_dir_all(&a.work)?;
     let mut ctx = a.context(true);
     let input = job.input_format(spec)?;
-    let mut reader = input.reader(a.fs.as_ref(), split, &spec.conf)?;
+    let mut reader = input.reader(fs.as_ref(), split, &spec.conf)?;
     let mut mapper = job.mapper(spec)?;
     mapper.setup(&mut ctx)?;
     let reduces = spec.reduces();
@@ -214,10 +216,10 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
         (Some(mo), stats.local_read, stats.local_written)
     } else {
         let of = job.output_format(spec)?;
-        let dir = Committer::new(a.fs.clone(), &spec.output).attempt_dir(&ctx.info.attempt_id);
+        let dir = Committer::new(fs.clone(), &spec.output).attempt_dir(&ctx.info.attempt_id);
         let path = fs::join(&dir, &spec::part_name(true, a.index));
         let mut out = WriterEmit {
-            w: of.writer(a.fs.as_ref(), &path, &spec.conf)?,
+            w: of.writer(fs.as_ref(), &path, &spec.conf)?,
             records: 0,
         };
         while let Some((k, v)) = reader.next()? {
@@ -240,7 +242,7 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     };
     ctx.counters
         .add(c::TASK, c::MAP_INPUT_RECORDS, records as i64);
-    count_bytes(&mut ctx, a.fs.as_ref(), local_read, local_written);
+    count_bytes(&mut ctx, fs.as_ref(), local_read, local_written);
     a.progress.progress(1.0, ctx.status());
     Ok(MapDone {
         output,
@@ -256,15 +258,16 @@ pub fn run_reduce(
     shuffle: &crate::reduceside::ShuffleStats,
 ) -> anyhow::Result<Counters> {
     let spec = a.spec;
+    let fs = a.fs.fork();
     let job = jobs::lookup(&spec.job)?;
     std::fs::create_dir_all(&a.work)?;
     let mut ctx = a.context(false);
     let mut reducer = job.reducer(spec)?;
     let of = job.output_format(spec)?;
-    let dir = Committer::new(a.fs.clone(), &spec.output).attempt_dir(&ctx.info.attempt_id);
+    let dir = Committer::new(fs.clone(), &spec.output).attempt_dir(&ctx.info.attempt_id);
     let path = fs::join(&dir, &spec::part_name(false, a.index));
     let mut out = WriterEmit {
-        w: of.writer(a.fs.as_ref(), &path, &spec.conf)?,
+        w: of.writer(fs.as_ref(), &path, &spec.conf)?,
         records: 0,
     };
     reducer.setup(&mut ctx)?;
@@ -294,7 +297,7 @@ pub fn run_reduce(
     out.w.close()?;
     count_bytes(
         &mut ctx,
-        a.fs.as_ref(),
+        fs.as_ref(),
         shuffle.local_read,
         shuffle.local_written,
     );

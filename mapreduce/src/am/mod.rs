@@ -127,6 +127,23 @@ pub async fn run() -> anyhow::Result<bool> {
         }
     });
     let committer = Committer::new(fs.clone(), &spec.output);
+    // A master that died between committing the job and saying so: the
+    // job is done; its output must not be touched again.
+    let committed = {
+        let (fs, p) = (
+            fs.clone(),
+            fs::join(&spec.output, crate::committer::SUCCESS),
+        );
+        reg.attempt > 1 && blocking(move || Ok(fs.status(&p)?.is_some())).await?
+    };
+    if committed {
+        {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.phase = Phase::Succeeded;
+            s.already_committed = true;
+        }
+        return finish(&mut am, &state, &committer, &fs, &spec, &staging).await;
+    }
     {
         let c = committer.clone();
         blocking(move || c.setup_job()).await?;
@@ -371,8 +388,13 @@ async fn drive(
             last_nodes = Instant::now();
             if let Ok(nodes) = rm.nodes().await {
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                for n in nodes.nodes.iter().filter(|n| n.state == "LOST") {
-                    s.node_lost(&n.node_id, now_ms());
+                for n in &nodes.nodes {
+                    if n.state == "LOST" {
+                        s.node_lost(&n.node_id, now_ms());
+                    } else if n.state == "RUNNING" {
+                        // Back (re-registered): asked for again.
+                        s.lost_nodes.remove(&n.node_id);
+                    }
                 }
             }
         }
@@ -453,7 +475,10 @@ async fn finish(
         let _ = nms.stop(&node, &c).await;
     }
     let c = committer.clone();
-    let outcome = if phase == Phase::Running && complete {
+    let outcome = if phase == Phase::Succeeded {
+        // Committed by an earlier master.
+        Phase::Succeeded
+    } else if phase == Phase::Running && complete {
         match blocking(move || c.commit_job()).await {
             Ok(()) => Phase::Succeeded,
             Err(e) => Phase::Failed(format!("committing the job failed: {e:#}")),
@@ -489,13 +514,16 @@ async fn finish(
         fs2.delete(&path, false)?;
         let mut w = fs2.create(&path, 0)?;
         std::io::Write::write_all(&mut w, &body)?;
-        w.close()?;
-        // The job is over: no later master needs its files.
-        fs2.delete(&staging, true)
+        w.close()
     })
     .await
     {
         eprintln!("cannot write the job history: {e:#}");
+    }
+    // The job is over: no later master needs its files.
+    let fs2 = fs.clone();
+    if let Err(e) = blocking(move || fs2.delete(&staging, true)).await {
+        eprintln!("cannot remove the staging directory: {e:#}");
     }
     let (status, diag) = match &outcome {
         Phase::Succeeded => (spb::FinalStatus::Succeeded, String::new()),

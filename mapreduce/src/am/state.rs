@@ -18,6 +18,9 @@ use crate::spec::{self, JobSpec};
 /// Container priorities (lower first, as YARN's): reduces once asked go
 /// before maps, as in Hadoop's MapReduce master.
 pub const MAP_PRIORITY: i32 = 20;
+/// Attempts a task may lose through no fault of its own, per attempt it
+/// may fail, before the job gives up on it.
+pub const KILLS_PER_ATTEMPT: u32 = 5;
 pub const REDUCE_PRIORITY: i32 = 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +140,8 @@ pub struct Policy {
     pub reduce_resource: pb::Resource,
     pub skip_after: u32,
     pub skip_records: u64,
+    pub map_limit: u64,
+    pub reduce_limit: u64,
 }
 
 impl Policy {
@@ -156,6 +161,8 @@ impl Policy {
             reduce_resource: res(conf::REDUCE_MEMORY_MB),
             skip_after: conf.u64(conf::SKIP_START_ATTEMPTS) as u32,
             skip_records: conf.u64(conf::SKIP_MAX_RECORDS),
+            map_limit: conf.u64(conf::RUNNING_MAP_LIMIT),
+            reduce_limit: conf.u64(conf::RUNNING_REDUCE_LIMIT),
         }
     }
 }
@@ -197,6 +204,8 @@ pub struct JobState {
     /// Maps done since the loop last wrote their recovery records.
     pub newly_done_maps: Vec<u32>,
     pub lost_nodes: HashSet<String>,
+    /// An earlier master committed the job (its counters are gone).
+    pub already_committed: bool,
 }
 
 fn new_attempt(job_id: &str, is_map: bool, index: u32, n: u32, speculative: bool) -> Attempt {
@@ -267,6 +276,7 @@ impl JobState {
             uber: false,
             newly_done_maps: Vec::new(),
             lost_nodes: HashSet::new(),
+            already_committed: false,
         };
         s.reindex();
         s
@@ -387,6 +397,24 @@ impl JobState {
             || self.maps_done() as f64 >= self.policy.slowstart * self.maps.len() as f64;
         let mut out = Vec::new();
         let mut marks = Vec::new();
+        // `mapreduce.job.running.{map,reduce}.limit`: attempts holding or
+        // asking for a container at once (0: no limit).
+        let in_use = |tasks: &[Task]| {
+            tasks
+                .iter()
+                .flat_map(|t| t.attempts.iter())
+                .filter(|a| a.state.live() && (a.asked || a.state != AState::Pending))
+                .count() as u64
+        };
+        let mut room = [
+            (self.policy.map_limit > 0)
+                .then(|| self.policy.map_limit.saturating_sub(in_use(&self.maps))),
+            (self.policy.reduce_limit > 0).then(|| {
+                self.policy
+                    .reduce_limit
+                    .saturating_sub(in_use(&self.reduces))
+            }),
+        ];
         for t in self.maps.iter().chain(if reduces_may_start {
             self.reduces.iter()
         } else {
@@ -395,6 +423,13 @@ impl JobState {
             for (k, a) in t.attempts.iter().enumerate() {
                 if a.state != AState::Pending || a.asked {
                     continue;
+                }
+                let r = &mut room[usize::from(!t.is_map)];
+                if *r == Some(0) {
+                    continue;
+                }
+                if let Some(n) = r {
+                    *n -= 1;
                 }
                 let id = self.next_ask + marks.len() as u64;
                 let (nodes, racks) = if t.is_map {
@@ -543,6 +578,13 @@ impl JobState {
             t.failures += 1;
         }
         let failures = t.failures;
+        // Kills do not count as failures, but a task whose containers are
+        // lost or refused over and over must end some time.
+        let kills = t
+            .attempts
+            .iter()
+            .filter(|x| x.state == AState::Killed)
+            .count() as u32;
         let tid = t.id.clone();
         self.job_counters.add(
             c::JOB,
@@ -560,6 +602,12 @@ impl JobState {
         if failures >= max {
             self.phase = Phase::Failed(format!(
                 "task {tid} failed {failures} times; the last attempt: {why}"
+            ));
+            return;
+        }
+        if kills >= KILLS_PER_ATTEMPT * max {
+            self.phase = Phase::Failed(format!(
+                "task {tid} was stopped {kills} times without failing (its containers lost, refused or preempted); the last: {why}"
             ));
             return;
         }
@@ -784,6 +832,17 @@ impl JobState {
         let Some((m, i, _)) = self.find(attempt_id) else {
             return;
         };
+        // An attempt that lost the commit to another (a backup) did not
+        // fail: it is killed, and counts nothing against the task.
+        let t = self.task(m, i);
+        let beaten = t.done.is_some()
+            || t.attempts
+                .iter()
+                .any(|a| a.id != attempt_id && a.commit_granted && a.state.live());
+        if beaten {
+            self.kill_attempt(attempt_id, why, now);
+            return;
+        }
         if m && bad_record > 0 && self.policy.skip_records > 0 {
             let t = &mut self.maps[i as usize];
             // Skipping starts once the task has failed often enough.
@@ -1053,6 +1112,10 @@ impl JobState {
         };
         let (state, diagnostics) = match &self.phase {
             Phase::Running => ("RUNNING", String::new()),
+            Phase::Succeeded if self.already_committed => (
+                "SUCCEEDED",
+                "committed by an earlier attempt of the master, which ended before it said so (its counters are lost)".to_string(),
+            ),
             Phase::Succeeded => ("SUCCEEDED", String::new()),
             Phase::Failed(d) => ("FAILED", d.clone()),
             Phase::Killed(d) => ("KILLED", d.clone()),
@@ -1362,5 +1425,72 @@ mod tests {
             s.maps[1].attempts[0].id
         );
         assert_eq!(s.counters().get(c::TASK, c::MAP_INPUT_RECORDS), 7);
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_that_keeps_crashing_is_skipped_once_skipping_is_on() {
+        let mut spec = JobSpec {
+            job: "wordcount".into(),
+            ..Default::default()
+        };
+        spec.conf.set(conf::REDUCES, "0");
+        spec.conf.set(conf::SKIP_MAX_RECORDS, "1");
+        spec.conf.set(conf::SKIP_START_ATTEMPTS, "2");
+        spec.splits = vec![crate::io::Split::default()];
+        let mut s = JobState::new(spec, "job_1_0001", "application_1_0001", 1, 0);
+        let id0 = s.maps[0].attempts[0].id.clone();
+        // The first failure on record 41: not skipped yet.
+        s.failed(&id0, "crashed", 42, 1);
+        assert!(s.skips(true, 0).is_empty());
+        let id1 = s.maps[0].attempts[1].id.clone();
+        s.failed(&id1, "crashed", 42, 2);
+        assert_eq!(s.skips(true, 0), vec![41], "the next attempt skips it");
+        assert_eq!(s.phase, Phase::Running);
+        // Skipping off (Hadoop's default): never.
+        let mut spec = s.spec.clone();
+        spec.conf.set(conf::SKIP_MAX_RECORDS, "0");
+        let mut s = JobState::new(spec, "job_1_0001", "application_1_0001", 1, 0);
+        for k in 0..2 {
+            let id = s.maps[0].attempts[k].id.clone();
+            s.failed(&id, "crashed", 42, 1);
+        }
+        assert!(s.skips(true, 0).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn the_running_map_limit_holds_asks_back() {
+        let mut spec = JobSpec {
+            job: "wordcount".into(),
+            ..Default::default()
+        };
+        spec.conf.set(conf::REDUCES, "0");
+        spec.conf.set(conf::RUNNING_MAP_LIMIT, "2");
+        spec.splits = vec![crate::io::Split::default(); 5];
+        let mut s = JobState::new(spec, "job_1_0001", "application_1_0001", 1, 0);
+        let a = s.asks();
+        assert_eq!(a.len(), 2);
+        assert!(s.asks().is_empty(), "two held already");
+        let c = pb::Container {
+            id: "c1".into(),
+            node_id: "n:1".into(),
+            ask_id: a[0].id,
+            ..Default::default()
+        };
+        let l = s.allocated(&c, 1).unwrap();
+        s.started(&l.attempt_id, None, 1);
+        assert!(s.asks().is_empty(), "still two: one running, one asked");
+        assert!(s.can_commit(&l.attempt_id));
+        s.done(&l.attempt_id, Counters::default(), 2).unwrap();
+        assert_eq!(s.asks().len(), 1, "one more once one finished");
     }
 }

@@ -6,7 +6,7 @@
 
 use regex::bytes::Regex;
 
-use super::{file_splits, flush_counts, ByteMap, Job, Sum};
+use super::{file_splits, Job, Sum, WordCounts};
 use crate::api::{Emit, Mapper, Reducer, TaskContext};
 use crate::fs::Fs;
 use crate::spec::JobSpec;
@@ -39,7 +39,7 @@ fn compile(spec: &JobSpec) -> anyhow::Result<(Regex, usize)> {
 struct GrepMap {
     re: Regex,
     group: usize,
-    counts: ByteMap<u64>,
+    counts: WordCounts,
 }
 
 impl Mapper for GrepMap {
@@ -52,23 +52,23 @@ impl Mapper for GrepMap {
     ) -> anyhow::Result<()> {
         if self.group == 0 {
             for m in self.re.find_iter(line) {
-                *self.counts.entry(m.as_bytes().to_vec()).or_default() += 1;
+                self.counts.add(m.as_bytes(), 1);
             }
         } else {
             for c in self.re.captures_iter(line) {
                 if let Some(m) = c.get(self.group) {
-                    *self.counts.entry(m.as_bytes().to_vec()).or_default() += 1;
+                    self.counts.add(m.as_bytes(), 1);
                 }
             }
         }
         if self.counts.len() > 1 << 20 {
-            flush_counts(&mut self.counts, out)?;
+            self.counts.flush(out)?;
         }
         Ok(())
     }
 
     fn cleanup(&mut self, out: &mut dyn Emit, _ctx: &mut TaskContext) -> anyhow::Result<()> {
-        flush_counts(&mut self.counts, out)
+        self.counts.flush(out)
     }
 }
 
@@ -82,7 +82,7 @@ impl Job for Grep {
         Ok(Box::new(GrepMap {
             re,
             group,
-            counts: ByteMap::default(),
+            counts: WordCounts::default(),
         }))
     }
     fn combiner(&self, _spec: &JobSpec) -> anyhow::Result<Option<Box<dyn Reducer>>> {

@@ -99,8 +99,46 @@ pub fn fill(rng: &mut Rng, zipf: &Zipf, words: &[Vec<u8>], bytes: usize, out: &m
 
 pub struct RandomText;
 
-/// One record per map: (its index, its byte count).
+/// The pieces of text each map writes.
 struct Pieces;
+
+/// Text a record stands for, at most.
+const PIECE: u64 = 1 << 20;
+
+/// A map's pieces: (map index, piece number) → its bytes, a record per
+/// MiB of text, so the map's progress moves as it writes.
+struct PieceReader {
+    index: u64,
+    left: u64,
+    next: u64,
+    total: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl RecordReader for PieceReader {
+    fn next(&mut self) -> anyhow::Result<Option<(&[u8], &[u8])>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let n = self.left.min(PIECE);
+        self.left -= n;
+        self.key.clear();
+        self.key.extend_from_slice(&self.index.to_be_bytes());
+        self.key.extend_from_slice(&self.next.to_be_bytes());
+        self.value.clear();
+        self.value.extend_from_slice(&n.to_be_bytes());
+        self.next += 1;
+        Ok(Some((&self.key, &self.value)))
+    }
+    fn progress(&self) -> f32 {
+        if self.total == 0 {
+            1.0
+        } else {
+            1.0 - self.left as f32 / self.total as f32
+        }
+    }
+}
 
 impl InputFormat for Pieces {
     fn reader(
@@ -109,46 +147,22 @@ impl InputFormat for Pieces {
         split: &Split,
         _conf: &JobConf,
     ) -> anyhow::Result<Box<dyn RecordReader>> {
-        Ok(Box::new(Once::new(
-            split.start.to_be_bytes().to_vec(),
-            split.len.to_be_bytes().to_vec(),
-        )))
+        Ok(Box::new(PieceReader {
+            index: split.start,
+            left: split.len,
+            next: 0,
+            total: split.len,
+            key: Vec::with_capacity(16),
+            value: Vec::with_capacity(8),
+        }))
     }
 }
 
-/// A reader of exactly one record.
-pub struct Once {
-    rec: (Vec<u8>, Vec<u8>),
-    done: bool,
+struct TextMap {
+    zipf: Zipf,
+    words: Vec<Vec<u8>>,
+    buf: Vec<u8>,
 }
-
-impl Once {
-    pub fn new(k: Vec<u8>, v: Vec<u8>) -> Self {
-        Self {
-            rec: (k, v),
-            done: false,
-        }
-    }
-}
-
-impl RecordReader for Once {
-    fn next(&mut self) -> anyhow::Result<Option<(&[u8], &[u8])>> {
-        if self.done {
-            return Ok(None);
-        }
-        self.done = true;
-        Ok(Some((&self.rec.0, &self.rec.1)))
-    }
-    fn progress(&self) -> f32 {
-        if self.done {
-            1.0
-        } else {
-            0.0
-        }
-    }
-}
-
-struct TextMap;
 
 impl Mapper for TextMap {
     fn map(
@@ -156,36 +170,22 @@ impl Mapper for TextMap {
         key: &[u8],
         value: &[u8],
         out: &mut dyn Emit,
-        ctx: &mut TaskContext,
+        _ctx: &mut TaskContext,
     ) -> anyhow::Result<()> {
-        let index = u64::from_be_bytes(key.try_into()?);
+        anyhow::ensure!(
+            key.len() == 16 && value.len() == 8,
+            "not a randomtext piece"
+        );
+        let index = u64::from_be_bytes(key[..8].try_into()?);
+        let piece = u64::from_be_bytes(key[8..].try_into()?);
         let bytes = u64::from_be_bytes(value.try_into()?) as usize;
-        let zipf = Zipf::new(VOCABULARY);
-        let words: Vec<Vec<u8>> = (0..VOCABULARY)
-            .map(|r| {
-                let mut w = Vec::with_capacity(4);
-                word(r, &mut w);
-                w
-            })
-            .collect();
-        let mut rng = Rng::new(index + 1);
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut written = 0;
-        while written < bytes {
-            buf.clear();
-            fill(
-                &mut rng,
-                &zipf,
-                &words,
-                (1 << 20).min(bytes - written),
-                &mut buf,
-            );
-            // Lines out without their newline (the text output adds it).
-            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                out.emit(line, b"")?;
-            }
-            written += buf.len();
-            ctx.progress = (written as f32 / bytes.max(1) as f32).min(1.0);
+        // Each piece from its own seed: the same text on every run.
+        let mut rng = Rng::new((index << 32) ^ piece ^ 0x5eed);
+        self.buf.clear();
+        fill(&mut rng, &self.zipf, &self.words, bytes, &mut self.buf);
+        // Lines out without their newline (the text output adds it).
+        for line in self.buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            out.emit(line, b"")?;
         }
         Ok(())
     }
@@ -225,7 +225,18 @@ impl Job for RandomText {
         Ok(())
     }
     fn mapper(&self, _spec: &JobSpec) -> anyhow::Result<Box<dyn Mapper>> {
-        Ok(Box::new(TextMap))
+        let words = (0..VOCABULARY)
+            .map(|r| {
+                let mut w = Vec::with_capacity(4);
+                word(r, &mut w);
+                w
+            })
+            .collect();
+        Ok(Box::new(TextMap {
+            zipf: Zipf::new(VOCABULARY),
+            words,
+            buf: Vec::with_capacity(PIECE as usize + 256),
+        }))
     }
     fn input_format(&self, _spec: &JobSpec) -> anyhow::Result<Box<dyn InputFormat>> {
         Ok(Box::new(Pieces))

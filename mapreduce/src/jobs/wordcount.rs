@@ -4,7 +4,7 @@
 //! map-side aggregation Spark's reduceByKey does — rather than a record
 //! per word; the combiner and reducer sum.
 
-use super::{flush_counts, words, ByteMap, Job, Sum};
+use super::{words, Job, Sum, WordCounts};
 use crate::api::{Emit, Mapper, Reducer, TaskContext};
 use crate::spec::JobSpec;
 
@@ -14,23 +14,19 @@ pub struct WordCount;
 const MAX_WORDS: usize = 1 << 20;
 
 pub struct CountWords {
-    counts: ByteMap<u64>,
+    counts: WordCounts,
 }
 
 impl CountWords {
     pub fn new() -> Self {
         Self {
-            counts: ByteMap::default(),
+            counts: WordCounts::default(),
         }
     }
 
     #[inline]
     pub fn add(&mut self, w: &[u8]) {
-        if let Some(n) = self.counts.get_mut(w) {
-            *n += 1;
-        } else {
-            self.counts.insert(w.to_vec(), 1);
-        }
+        self.counts.add(w, 1);
     }
 }
 
@@ -52,13 +48,13 @@ impl Mapper for CountWords {
             self.add(w);
         }
         if self.counts.len() > MAX_WORDS {
-            flush_counts(&mut self.counts, out)?;
+            self.counts.flush(out)?;
         }
         Ok(())
     }
 
     fn cleanup(&mut self, out: &mut dyn Emit, _ctx: &mut TaskContext) -> anyhow::Result<()> {
-        flush_counts(&mut self.counts, out)
+        self.counts.flush(out)
     }
 }
 
