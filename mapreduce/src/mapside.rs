@@ -134,7 +134,10 @@ impl SortBuffer {
     /// `combiner` runs with a context of its own (its counters are the
     /// task's in the end).
     pub fn new(conf: MapOutputConf, combiner: Option<(Box<dyn Reducer>, TaskContext)>) -> Self {
-        let cap = conf.sort_bytes.min(64 << 20);
+        // The whole buffer reserved at once: its pages are only taken as
+        // they are written, and it never grows by copying (which would
+        // hold the old and the new at once).
+        let cap = conf.sort_bytes;
         Self {
             data: Vec::with_capacity(cap),
             meta: Vec::new(),

@@ -1379,7 +1379,7 @@ if cur is not None:
             out.display()
         ))
         .unwrap();
-        assert_eq!(lines(&out), ["r0 false 2 100", "r1 false 2 100"]);
+        assert_eq!(lines(&out), ["r0 false 2 256", "r1 false 2 256"]);
     }
 
     #[test]

@@ -294,7 +294,20 @@ async fn maps_run_where_their_blocks_are() -> anyhow::Result<()> {
     t.truncate(24 * block);
     assert!(t.len() > 23 * block, "24 blocks: {} bytes", t.len());
     put_file(&c, &format!("{HOME}/big/input.txt"), &t).await?;
-    let r = mr.hstack(&["mr", "run", "wordcount", "--json", "big", "big-out"])?;
+    // Room for every map beside its block at once (8 per node): with the
+    // harness's 200 ms heartbeats a map that has to wait for a local slot
+    // takes its rack within a fraction of a second (delay scheduling
+    // waits as many missed opportunities as there are nodes, as YARN's).
+    let r = mr.hstack(&[
+        "mr",
+        "run",
+        "wordcount",
+        "--json",
+        "-D",
+        "mapreduce.map.memory.mb=256",
+        "big",
+        "big-out",
+    ])?;
     ok(&r, "wordcount");
     let info = json(&r.stdout);
     let maps = info["maps"].as_i64().unwrap();
@@ -303,6 +316,7 @@ async fn maps_run_where_their_blocks_are() -> anyhow::Result<()> {
     let rack = counter(&info, "JobCounter", "RACK_LOCAL_MAPS");
     let other = counter(&info, "JobCounter", "OTHER_LOCAL_MAPS");
     assert_eq!(local + rack + other, maps, "{}", info["counters"]);
+    eprintln!("MEASURED: {local} of {maps} maps data-local ({rack} rack-local, {other} elsewhere)");
     assert!(
         local * 10 >= maps * 9,
         "{local} of {maps} maps data-local ({rack} rack-local, {other} elsewhere)"
