@@ -314,28 +314,10 @@ pub async fn run_mr(b: &MrBench, on_run: impl Fn(u32)) -> anyhow::Result<MrResul
         let t = Instant::now();
         let info = match b.workload {
             MrWorkload::Wordcount | MrWorkload::Fixed => {
-                job(
-                    b,
-                    &dfs,
-                    &rm,
-                    "wordcount",
-                    vec![input.clone()],
-                    &out,
-                    &[(conf::REDUCES, b.reduces.to_string())],
-                )
-                .await?
+                job(b, &dfs, &rm, "wordcount", vec![input.clone()], &out, &set).await?
             }
             MrWorkload::Terasort => {
-                job(
-                    b,
-                    &dfs,
-                    &rm,
-                    "terasort",
-                    vec![input.clone()],
-                    &out,
-                    &[(conf::REDUCES, b.reduces.to_string())],
-                )
-                .await?
+                job(b, &dfs, &rm, "terasort", vec![input.clone()], &out, &set).await?
             }
         };
         runs.push(t.elapsed().as_secs_f64());

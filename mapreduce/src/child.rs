@@ -69,6 +69,9 @@ impl Progress for Reported {
     fn record(&self, n: u64) {
         self.record.store(n + 1, Ordering::Relaxed);
     }
+    fn no_record(&self) {
+        self.record.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Reports every second; exits the process when told to stop or when the
@@ -204,6 +207,7 @@ fn run_attempt(
         },
         progress: reported,
         skip: &asg.skip,
+        skip_mode: asg.skip_mode,
     };
     let committer = Committer::new(fs.clone(), &spec.output);
     let node_id = std::env::var("HSTACK_NM_ADDRESS").unwrap_or_default();

@@ -33,6 +33,9 @@ pub const SPLIT_MIN: &str = "mapreduce.input.fileinputformat.split.minsize";
 pub const SPLIT_MAX: &str = "mapreduce.input.fileinputformat.split.maxsize";
 pub const SKIP_START_ATTEMPTS: &str = "mapreduce.task.skip.start.attempts";
 pub const SKIP_MAX_RECORDS: &str = "mapreduce.map.skip.maxrecords";
+/// Set by the framework (not by users) in a map attempt whose failure
+/// would skip a record: "true" there.
+pub const SKIP_MODE: &str = "mapreduce.task.skip.mode";
 pub const KV_SEPARATOR: &str = "mapreduce.input.keyvaluelinerecordreader.key.value.separator";
 pub const TEXT_OUT_SEPARATOR: &str = "mapreduce.output.textoutputformat.separator";
 pub const OUTPUT_REPLICATION: &str = "mapreduce.output.replication";

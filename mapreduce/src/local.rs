@@ -223,6 +223,7 @@ pub fn run_tasks(
                 is_map: true,
             },
             skip: &[],
+            skip_mode: false,
         };
         let d = task::run_map(&a).map_err(|e| e.context(format!("map {i} failed")))?;
         let attempt = a.attempt_id(true);
@@ -266,6 +267,7 @@ pub fn run_tasks(
                     is_map: false,
                 },
                 skip: &[],
+                skip_mode: false,
             };
             let counters = task::run_reduce(&a, &mut merged, &stats)
                 .map_err(|e| e.context(format!("reduce {p} failed")))?;

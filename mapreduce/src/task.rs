@@ -22,6 +22,8 @@ pub trait Progress: Send + Sync {
     /// The map input record about to be processed (numbered from 0), so
     /// that a crash can be pinned on it.
     fn record(&self, _n: u64) {}
+    /// No record to blame (the mapper failed before taking any).
+    fn no_record(&self) {}
 }
 
 /// Reports nowhere.
@@ -49,7 +51,23 @@ pub struct Attempt<'a> {
     /// Input records (by number, sorted) a map skips: they crashed
     /// earlier attempts.
     pub skip: &'a [u64],
+    /// A failure would put the record on the skip list (the master's
+    /// `skip_mode`): the mapper is told through [`conf::SKIP_MODE`].
+    pub skip_mode: bool,
 }
+
+/// A mapper's error meaning "the record before the one I was given
+/// crashed me" (Streaming: the process died before it read this one).
+#[derive(Debug)]
+pub struct PreviousRecordFailed(pub String);
+
+impl std::fmt::Display for PreviousRecordFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PreviousRecordFailed {}
 
 impl Attempt<'_> {
     pub fn attempt_id(&self, is_map: bool) -> String {
@@ -143,6 +161,18 @@ fn skipping(a: &Attempt<'_>, n: u64, skipped: &mut u64) -> bool {
     false
 }
 
+/// A mapper's error; the record it blames becomes the attempt's record
+/// (what its failure report names).
+fn blame(a: &Attempt<'_>, e: anyhow::Error, last_fed: Option<u64>) -> anyhow::Error {
+    if e.downcast_ref::<PreviousRecordFailed>().is_some() {
+        match last_fed {
+            Some(n) => a.progress.record(n),
+            None => a.progress.no_record(),
+        }
+    }
+    e
+}
+
 /// Runs a map attempt.
 pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     let spec = a.spec;
@@ -155,6 +185,11 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
         .ok_or_else(|| anyhow::anyhow!("map {} of a job with {} maps", a.index, spec.maps()))?;
     std::fs::create_dir_all(&a.work)?;
     let mut ctx = a.context(true);
+    if a.skip_mode {
+        let mut c = (*ctx.conf).clone();
+        c.set(conf::SKIP_MODE, "true");
+        ctx.conf = Arc::new(c);
+    }
     let input = job.input_format(spec)?;
     let mut reader = input.reader(fs.as_ref(), split, &spec.conf)?;
     let mut mapper = job.mapper(spec)?;
@@ -162,6 +197,8 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     let reduces = spec.reduces();
     let mut records = 0u64;
     let mut skipped = 0u64;
+    // The last record the mapper was given.
+    let mut last_fed: Option<u64> = None;
     let (output, local_read, local_written) = if reduces > 0 {
         let partitioner = job.partitioner(spec);
         let combiner = job
@@ -185,7 +222,10 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
                 continue;
             }
             a.progress.record(records);
-            mapper.map(k, v, &mut out, &mut ctx)?;
+            mapper
+                .map(k, v, &mut out, &mut ctx)
+                .map_err(|e| blame(a, e, last_fed))?;
+            last_fed = Some(records);
             records += 1;
             if records % REPORT_EVERY == 0 {
                 a.progress.progress(reader.progress() * 0.9, ctx.status());
@@ -228,7 +268,10 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
                 continue;
             }
             a.progress.record(records);
-            mapper.map(k, v, &mut out, &mut ctx)?;
+            mapper
+                .map(k, v, &mut out, &mut ctx)
+                .map_err(|e| blame(a, e, last_fed))?;
+            last_fed = Some(records);
             records += 1;
             if records % REPORT_EVERY == 0 {
                 a.progress.progress(reader.progress(), ctx.status());
@@ -242,6 +285,10 @@ pub fn run_map(a: &Attempt<'_>) -> anyhow::Result<MapDone> {
     };
     ctx.counters
         .add(c::TASK, c::MAP_INPUT_RECORDS, records as i64);
+    if skipped > 0 {
+        ctx.counters
+            .add(c::TASK, c::MAP_SKIPPED_RECORDS, skipped as i64);
+    }
     count_bytes(&mut ctx, fs.as_ref(), local_read, local_written);
     a.progress.progress(1.0, ctx.status());
     Ok(MapDone {

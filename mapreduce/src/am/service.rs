@@ -58,6 +58,7 @@ impl pb::mr_app_master_server::MrAppMaster for Service {
             index,
             attempt: a.n,
             skip: s.skips(is_map, index),
+            skip_mode: s.skip_mode(is_map, index),
         }))
     }
 

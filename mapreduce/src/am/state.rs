@@ -1164,6 +1164,14 @@ impl JobState {
             .collect()
     }
 
+    /// Whether a failure of a map task's next attempt would name a record
+    /// to skip (as `failed` decides).
+    pub fn skip_mode(&self, is_map: bool, i: u32) -> bool {
+        is_map
+            && self.policy.skip_records > 0
+            && self.maps[i as usize].failures + 1 >= self.policy.skip_after
+    }
+
     /// Skipped records of a map task (for its next attempt).
     pub fn skips(&self, is_map: bool, i: u32) -> Vec<u64> {
         if !is_map {
@@ -1444,9 +1452,12 @@ mod skip_tests {
         spec.splits = vec![crate::io::Split::default()];
         let mut s = JobState::new(spec, "job_1_0001", "application_1_0001", 1, 0);
         let id0 = s.maps[0].attempts[0].id.clone();
-        // The first failure on record 41: not skipped yet.
+        assert!(!s.skip_mode(true, 0));
+        // The first failure on record 41: not skipped yet, but the next
+        // attempt's failure will be (it is told so).
         s.failed(&id0, "crashed", 42, 1);
         assert!(s.skips(true, 0).is_empty());
+        assert!(s.skip_mode(true, 0));
         let id1 = s.maps[0].attempts[1].id.clone();
         s.failed(&id1, "crashed", 42, 2);
         assert_eq!(s.skips(true, 0), vec![41], "the next attempt skips it");
@@ -1460,6 +1471,7 @@ mod skip_tests {
             s.failed(&id, "crashed", 42, 1);
         }
         assert!(s.skips(true, 0).is_empty());
+        assert!(!s.skip_mode(true, 0));
     }
 }
 

@@ -824,12 +824,71 @@ pub struct Stream {
     /// A combiner's output, emitted sorted when it ends (a combiner's
     /// output goes into a sorted segment, whatever order it writes in).
     held: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Skipping mode (a failure will skip the record that caused it):
+    /// records go to the mapper one at a time, each once the one before
+    /// has been read from the pipe, so a crash is pinned on the right one.
+    exact: bool,
+}
+
+/// Bytes written to a pipe and not yet read from it.
+#[allow(unsafe_code)]
+fn unread(fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD on a pipe writes one `int` through the pointer,
+    // which points at a live, writable `c_int`; `fd` is an open
+    // descriptor owned by the caller for the call's duration.
+    let r = unsafe { nix::libc::ioctl(fd, nix::libc::FIONREAD, &mut n) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
 }
 
 impl Stream {
     fn new(s: Settings) -> Self {
         let held = (s.side == Side::Combine).then(Vec::new);
-        Self { s, p: None, held }
+        Self {
+            s,
+            p: None,
+            held,
+            exact: false,
+        }
+    }
+
+    /// Skipping mode: waits until the process has read the record just
+    /// written, emitting its output meanwhile. `Ok(false)`: it ended
+    /// without reading it.
+    fn wait_read(&mut self, out: &mut dyn Emit, ctx: &mut TaskContext) -> anyhow::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut pause = std::time::Duration::from_micros(20);
+        loop {
+            self.drain(out, ctx)?;
+            let Some(p) = self.p.as_mut() else {
+                return Ok(false);
+            };
+            let Some(w) = p.stdin.as_ref() else {
+                return Ok(false);
+            };
+            if unread(w.get_ref().as_raw_fd())? == 0 {
+                return Ok(true);
+            }
+            if p.child.try_wait()?.is_some() {
+                return Ok(false);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// The process ended before it read the record it was given: its
+    /// exit, blamed on the record before (when it failed).
+    fn ended_before_reading(
+        &mut self,
+        out: &mut dyn Emit,
+        ctx: &mut TaskContext,
+    ) -> anyhow::Result<()> {
+        self.finish(out, ctx)
+            .map_err(|e| crate::task::PreviousRecordFailed(format!("{e:#}")).into())
     }
 
     fn start(&mut self, ctx: &mut TaskContext) -> anyhow::Result<()> {
@@ -1003,6 +1062,7 @@ impl Stream {
 
 impl Mapper for Stream {
     fn setup(&mut self, ctx: &mut TaskContext) -> anyhow::Result<()> {
+        self.exact = self.s.side == Side::Map && ctx.conf.bool(conf::SKIP_MODE);
         self.start(ctx)
     }
 
@@ -1018,16 +1078,30 @@ impl Mapper for Stream {
             // It ended early, successfully: the rest is not read.
             return Ok(());
         };
-        let r = (|| {
+        let r = (|| -> std::io::Result<()> {
             if let Some(sep) = &self.s.in_sep {
                 w.write_all(key)?;
                 w.write_all(sep)?;
             }
             w.write_all(value)?;
-            w.write_all(b"\n")
+            w.write_all(b"\n")?;
+            if self.exact {
+                w.flush()?;
+            }
+            Ok(())
         })();
         match r {
+            Ok(()) if self.exact => {
+                if self.wait_read(out, ctx)? {
+                    Ok(())
+                } else {
+                    self.ended_before_reading(out, ctx)
+                }
+            }
             Ok(()) => self.drain(out, ctx),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && self.exact => {
+                self.ended_before_reading(out, ctx)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.finish(out, ctx),
             Err(e) => Err(anyhow!("writing to the {}: {e}", self.s.side.name())),
         }
@@ -1422,6 +1496,83 @@ if cur is not None:
         assert_eq!(ctx.status(), "all done");
         assert_eq!(ctx.counters.get("Mine", "lines"), 2);
         assert_eq!(out.0, [(b"p".to_vec(), vec![]), (b"q".to_vec(), vec![])]);
+    }
+
+    /// The record an attempt blames, as the child reports it.
+    #[derive(Default)]
+    struct Blamed(std::sync::atomic::AtomicU64);
+    impl crate::task::Progress for Blamed {
+        fn progress(&self, _f: f32, _s: &str) {}
+        fn record(&self, n: u64) {
+            self.0.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn no_record(&self) {
+            self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn in_skipping_mode_a_crash_is_pinned_on_the_record_that_caused_it() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = 1234u64;
+        let text: String = (0..3000u64)
+            .map(|i| {
+                if i == bad {
+                    "bad\n".to_string()
+                } else {
+                    format!("line{i}\n")
+                }
+            })
+            .collect();
+        let a = write(d.path(), "in.txt", &text);
+        // A mapper that handles each line as it reads it (Python's
+        // `for line in sys.stdin`; mawk, which reads ahead before it
+        // handles anything, is blamed late: docs/architecture/mapreduce.md).
+        let py = write(
+            d.path(),
+            "m.py",
+            "import sys\nfor l in sys.stdin:\n    if l == 'bad\\n':\n        sys.exit(3)\n    print(l, end='')\n",
+        );
+        let out = d.path().join("out");
+        let mut spec = parse(&format!(
+            "-input {a} -output {} -reducer NONE -mapper 'python3 {py}'",
+            out.display()
+        ))
+        .unwrap()
+        .to_spec("t");
+        let fs: Arc<dyn Fs> = Arc::new(LocalFs::new());
+        local::prepare(&mut spec, fs.as_ref()).unwrap();
+        assert_eq!(spec.splits.len(), 1);
+        let attempt =
+            |n: u32, skip: &'static [u64], progress: &'static Blamed| crate::task::Attempt {
+                spec: &spec,
+                job_id: "job_1_0001",
+                index: 0,
+                attempt: n,
+                fs: fs.clone(),
+                work: d.path().join(format!("work{n}")),
+                progress,
+                skip,
+                skip_mode: true,
+            };
+        // Three times: the record reported is the bad one, every time
+        // (the process is a step behind the writer only in normal mode).
+        for n in 0..3 {
+            let blamed: &'static Blamed = Box::leak(Box::default());
+            let e = crate::task::run_map(&attempt(n, &[], blamed)).unwrap_err();
+            assert!(format!("{e:#}").contains("exited with status 3"), "{e:#}");
+            assert_eq!(
+                blamed.0.load(std::sync::atomic::Ordering::Relaxed),
+                bad + 1,
+                "attempt {n}"
+            );
+        }
+        // Skipping it, the attempt succeeds and counts it.
+        let blamed: &'static Blamed = Box::leak(Box::default());
+        let skip: &'static [u64] = Box::leak(vec![bad].into_boxed_slice());
+        let done = crate::task::run_map(&attempt(3, skip, blamed)).unwrap();
+        assert_eq!(done.counters.get(c::TASK, c::MAP_SKIPPED_RECORDS), 1);
+        assert_eq!(done.counters.get(c::TASK, c::MAP_INPUT_RECORDS), 3000);
     }
 
     #[test]

@@ -843,6 +843,62 @@ if cur is not None:
         .stat(&format!("{HOME}/faulty/o3/_SUCCESS"))
         .await?
         .is_none());
+
+    // Skipping bad records: a line that crashes every attempt of its map
+    // is skipped (once the task failed twice), counted, and the rest of
+    // the input comes out.
+    let mut input = String::new();
+    for i in 0..2000 {
+        input.push_str(if i == 777 { "poison\n" } else { "fine\n" });
+        input.push_str(&format!("line {i}\n"));
+    }
+    put_file(&c, &format!("{HOME}/skip/in"), input.as_bytes()).await?;
+    let picky = tmp.path().join("picky.py");
+    std::fs::write(
+        &picky,
+        "import sys\nfor l in sys.stdin:\n    if l.startswith('poison'):\n        sys.exit(7)\n    print(l, end='')\n",
+    )?;
+    let r = mr.hstack(&[
+        "mr",
+        "streaming",
+        "--json",
+        "-D",
+        "mapreduce.map.skip.maxrecords=1",
+        // (a one-map job would run inside the master, once, as Hadoop's
+        // uber tasks do: no retries, so nothing to skip)
+        "-D",
+        "mapreduce.job.ubertask.enable=false",
+        "-input",
+        "skip/in",
+        "-output",
+        "skip/out",
+        "-mapper",
+        "python3 picky.py",
+        "-reducer",
+        "NONE",
+        "-file",
+        picky.to_str().unwrap(),
+    ])?;
+    ok(&r, "a job with a poison record, skipping on");
+    let info = json(&r.stdout);
+    let want: Vec<String> = input
+        .lines()
+        .filter(|l| !l.starts_with("poison"))
+        .map(String::from)
+        .collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(
+        sorted_lines(&output(&c, &format!("{HOME}/skip/out")).await?),
+        want
+    );
+    assert_eq!(
+        counter(&info, "TaskCounter", "MAP_SKIPPED_RECORDS"),
+        1,
+        "{}",
+        info["counters"]
+    );
+    assert_eq!(counter(&info, "JobCounter", "NUM_FAILED_MAPS"), 2);
     mr.check_logs()
 }
 
