@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building hstack needs beyond a Rust toolchain: a C++
 # compiler and libclang (RocksDB and its bindgen bindings). protoc comes
-# vendored through Cargo. Safe to run again: it installs only what is missing.
+# vendored through Cargo. The ZooKeeper compatibility tests need Debian's
+# `zookeeper` package (zkCli.sh, and the peer for `hstack bench zk`) and the
+# Python client kazoo from PyPI. Safe to run again: it installs only what is
+# missing.
 set -euo pipefail
 
 need=()
@@ -13,6 +16,9 @@ if command -v dpkg >/dev/null 2>&1; then
 elif ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
   need+=(libclang-dev)
 fi
+if command -v dpkg >/dev/null 2>&1; then
+  dpkg -s zookeeper >/dev/null 2>&1 || need+=(zookeeper)
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
@@ -23,4 +29,9 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! python3 -c 'import kazoo' >/dev/null 2>&1; then
+  echo "setup: installing kazoo (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check kazoo 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages kazoo
 fi

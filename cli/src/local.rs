@@ -219,6 +219,7 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
             ("--id", &id),
             ("--data-dir", &data_dir.display().to_string()),
             ("--client-addr", &a("client")),
+            ("--zk-addr", &zk_addr(&id, a("zk"))),
             ("--raft-addr", &a("raft")),
             ("--http-addr", &a("http")),
             // Members sharing this machine's cores: one runtime thread
@@ -373,6 +374,24 @@ async fn up(dir: &Path, coord: u64, datanodes: u64, timeout: Duration) -> anyhow
     print_daemons(&cluster, false).await
 }
 
+/// Member N's ZooKeeper port: the one it had, else ZooKeeper's 2181 + N - 1
+/// when free (so `zkCli.sh` and kazoo find member 1 where they look),
+/// else any.
+fn zk_addr(id: &str, previous: String) -> String {
+    if !previous.ends_with(":0") {
+        return previous;
+    }
+    let n: u16 = id.parse().unwrap_or(1);
+    let wanted = format!("127.0.0.1:{}", 2180 + n);
+    match std::net::TcpListener::bind(&wanted) {
+        Ok(l) => {
+            drop(l);
+            wanted
+        }
+        Err(_) => previous,
+    }
+}
+
 /// Forms the ensemble from members that announced their addresses, unless
 /// it was formed before (a restart).
 async fn form_ensemble(members: &[DaemonProcess]) -> anyhow::Result<()> {
@@ -450,6 +469,7 @@ async fn print_daemons(cluster: &ClusterFile, json: bool) -> anyhow::Result<()> 
                 .iter()
                 .find_map(|k| d.addrs.get(*k).cloned())
                 .unwrap_or_default(),
+            d.addrs.get("zk").cloned().unwrap_or_else(|| "-".into()),
             d.addrs.get("http").cloned().unwrap_or_default(),
             d.log.display().to_string(),
         ]);
@@ -459,7 +479,16 @@ async fn print_daemons(cluster: &ClusterFile, json: bool) -> anyhow::Result<()> 
         return output::json(&serde_json::json!({ "daemons": items }));
     }
     output::table(
-        &["role", "id", "pid", "state", "address", "http", "log"],
+        &[
+            "role",
+            "id",
+            "pid",
+            "state",
+            "address",
+            "zookeeper",
+            "http",
+            "log",
+        ],
         &rows,
     );
     Ok(())

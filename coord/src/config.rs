@@ -22,6 +22,10 @@ pub struct CoordConfig {
     /// gRPC client API (ZooKeeper's 2181 is reserved for the jute protocol).
     #[arg(long)]
     pub client_addr: String,
+    /// ZooKeeper's own protocol (jute), for ZooKeeper clients (kazoo,
+    /// zkCli.sh, Curator) and the four-letter words.
+    #[arg(long)]
+    pub zk_addr: String,
     /// Raft and member-to-member traffic.
     #[arg(long)]
     pub raft_addr: String,
@@ -73,6 +77,19 @@ pub struct CoordConfig {
     /// machine (a local cluster) run best with 1 each.
     #[arg(long)]
     pub worker_threads: usize,
+    /// The operator's identity that passes every ACL check, as ZooKeeper's
+    /// `zookeeper.DigestAuthenticationProvider.superDigest`:
+    /// `super:BASE64(SHA1(super:PASSWORD))`; empty = none.
+    #[arg(long)]
+    pub superuser_digest: String,
+    /// The four-letter words the ZooKeeper port answers (ZooKeeper's
+    /// `4lw.commands.whitelist`); `*` = all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub four_letter_words: Vec<String>,
+    /// Longest ZooKeeper frame accepted (ZooKeeper's `jute.maxbuffer`);
+    /// a longer one closes the connection.
+    #[arg(long)]
+    pub jute_max_buffer: u32,
     /// `human` (one line per event) or `json`.
     #[arg(long, value_enum)]
     pub log_format: LogFormat,
@@ -87,6 +104,7 @@ impl Default for CoordConfig {
             id: 1,
             data_dir: "./data/coord".into(),
             client_addr: "0.0.0.0:2281".into(),
+            zk_addr: "0.0.0.0:2181".into(),
             raft_addr: "0.0.0.0:2888".into(),
             http_addr: "0.0.0.0:8081".into(),
             advertise_host: String::new(),
@@ -102,6 +120,13 @@ impl Default for CoordConfig {
             max_batch: 2048,
             max_inflight_batches: 4,
             worker_threads: 0,
+            superuser_digest: String::new(),
+            four_letter_words: [
+                "ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "isro",
+            ]
+            .map(String::from)
+            .to_vec(),
+            jute_max_buffer: (1 << 20) + 1024,
             log_format: LogFormat::Human,
             log_level: "info,openraft=warn".into(),
         }
@@ -121,6 +146,7 @@ impl CoordConfig {
         }
         for (k, v) in [
             ("client_addr", &self.client_addr),
+            ("zk_addr", &self.zk_addr),
             ("raft_addr", &self.raft_addr),
             ("http_addr", &self.http_addr),
         ] {
@@ -144,6 +170,20 @@ impl CoordConfig {
         }
         if self.max_batch == 0 || self.snapshot_logs == 0 || self.max_inflight_batches == 0 {
             return bad("max_batch, max_inflight_batches and snapshot_logs must be > 0".into());
+        }
+        for w in &self.four_letter_words {
+            if w != "*" && !crate::zk::FOUR_LETTER_WORDS.contains(&w.as_str()) {
+                return bad(format!(
+                    "four_letter_words: unknown word {w:?} (known: {}, or *)",
+                    crate::zk::FOUR_LETTER_WORDS.join(" ")
+                ));
+            }
+        }
+        if !self.superuser_digest.is_empty() && !self.superuser_digest.contains(':') {
+            return bad("superuser_digest must be USER:BASE64(SHA1(USER:PASSWORD))".into());
+        }
+        if self.jute_max_buffer < 1024 {
+            return bad("jute_max_buffer must be at least 1024".into());
         }
         self.parse_initial_members()?;
         Ok(())

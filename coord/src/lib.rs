@@ -11,9 +11,11 @@
 //! 4. `network` (Raft between members), `forward` (proposals a follower
 //!    sends its leader);
 //! 5. `node` (the member's core: Raft, the proposer, expiry and reaping);
-//! 6. `session` (one client connection), `service` (the gRPC services);
+//! 6. `session` (one client connection), `service` (the gRPC services),
+//!    `zk` (ZooKeeper's own protocol, translated into sessions);
 //! 7. `member` (the role: how `hstack coord` starts).
 
+mod acl;
 mod admission;
 mod config;
 mod error;
@@ -31,6 +33,7 @@ mod sm;
 mod tree;
 mod types;
 mod watch;
+mod zk;
 
 #[cfg(test)]
 mod testing;

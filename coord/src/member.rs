@@ -50,6 +50,7 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
         .bind("client", "client_addr", &cfg.client_addr)
         .await?;
     let raft_listener = launch.bind("raft", "raft_addr", &cfg.raft_addr).await?;
+    let zk_listener = launch.bind("zk", "zk_addr", &cfg.zk_addr).await?;
 
     let log_dir = dir.join("raft-log");
     let log_store = LogStore::open(&log_dir, Some(metrics.clone()))
@@ -117,6 +118,7 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
         log_unflushed,
         membership: tokio::sync::Mutex::new(()),
         admitted: Mutex::new(None),
+        zk_addr: hstack_daemon::advertised(launch.bound("zk"), &cfg.advertise_host),
     });
 
     let status_node = node.clone();
@@ -148,6 +150,7 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
     })?;
     launch.serve_grpc("raft", raft_listener, move |mut s| s.add_service(peer_svc))?;
 
+    launch.spawn_until_shutdown("zk", crate::zk::accept_loop(node.clone(), zk_listener));
     launch.spawn(
         "proposer",
         proposer_loop(node.clone(), prx, launch.shutdown()),
@@ -179,6 +182,7 @@ async fn start(cfg: CoordConfig, launch: &mut Launch) -> Result<Arc<Node>, Start
         }
     }
 
-    tracing::info!(%client_addr, %raft_addr, %http_addr, "coordination member started");
+    let zk_addr = launch.bound("zk");
+    tracing::info!(%client_addr, %zk_addr, %raft_addr, %http_addr, "coordination member started");
     Ok(node)
 }

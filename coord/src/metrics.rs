@@ -5,7 +5,7 @@ use hstack_daemon::metrics::{Metrics, LATENCY_BUCKETS};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Client operations, in the order of `CoordMetrics::request_counters`.
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 20] = [
     "create",
     "delete",
     "set_data",
@@ -18,6 +18,14 @@ pub const OPS: [&str; 12] = [
     "set_watches",
     "add_watch",
     "close",
+    "get_acl",
+    "set_acl",
+    "auth",
+    "who_am_i",
+    "get_all_children_number",
+    "get_ephemerals",
+    "multi_read",
+    "remove_watches",
 ];
 
 #[derive(Clone, Copy)]

@@ -34,13 +34,15 @@ pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(3);
 fn txn_bytes(t: &Txn) -> usize {
     use crate::types::WriteOp;
     match t {
-        Txn::Write { ops, .. } => ops
+        Txn::Write { ops, .. } | Txn::WriteAs { ops, .. } => ops
             .iter()
             .map(|o| match o {
-                WriteOp::Create { path, data, .. } | WriteOp::SetData { path, data, .. } => {
-                    32 + path.len() + data.len()
-                }
-                WriteOp::Delete { path, .. } | WriteOp::Check { path, .. } => 32 + path.len(),
+                WriteOp::Create { path, data, .. }
+                | WriteOp::SetData { path, data, .. }
+                | WriteOp::CreateAcl { path, data, .. } => 32 + path.len() + data.len(),
+                WriteOp::Delete { path, .. }
+                | WriteOp::Check { path, .. }
+                | WriteOp::SetAcl { path, .. } => 32 + path.len(),
             })
             .sum(),
         Txn::Reap { path, .. } => 32 + path.len(),
@@ -60,6 +62,8 @@ pub(crate) struct Proposal {
 
 pub struct Node {
     pub id: NodeId,
+    /// Where this member speaks ZooKeeper's protocol (advertised form).
+    pub zk_addr: String,
     pub raft: Raft,
     pub sm: Arc<SmShared>,
     pub cfg: CoordConfig,
@@ -200,6 +204,7 @@ impl Node {
                     .unwrap_or_else(|| "none".into()),
             ),
             ("term".into(), m.current_term.to_string()),
+            ("zookeeper address".into(), self.zk_addr.clone()),
             (
                 "last_log_index".into(),
                 m.last_log_index.unwrap_or(0).to_string(),

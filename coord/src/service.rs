@@ -34,8 +34,10 @@ impl pb::coord_server::Coord for CoordService {
         request: Request<tonic::Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let peer = request.remote_addr().map(|a| a.ip());
         tokio::spawn(
-            crate::session::serve(self.node.clone(), request.into_inner(), tx).in_current_span(),
+            crate::session::serve(self.node.clone(), request.into_inner(), tx, peer)
+                .in_current_span(),
         );
         let out =
             futures::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), Ok);

@@ -7,22 +7,24 @@
 //! request order; watch events are pushed into the same outbound channel by
 //! the state machine, so an event precedes any reply that observes it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use hstack_proto::coord as pb;
 use pb::client_frame::Frame as In;
 use pb::request::Op;
 use pb::server_frame::Frame as Out;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::acl::{self, perm};
 use crate::error::{Code, CoordError};
 use crate::metrics::{Outcome, OPS};
 use crate::node::Node;
 use crate::path;
 use crate::types::Committed;
-use crate::types::{CreateKind, OpOutcome, Txn, TxnResult, WriteOp};
+use crate::types::{AclEntry, AuthId, CreateKind, OpOutcome, Txn, TxnResult, WriteOp};
 use crate::watch::WatchKind;
 use hstack_coord_client::{Stat, MAX_DATA};
 
@@ -31,6 +33,12 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 type Sink = mpsc::UnboundedSender<pb::ServerFrame>;
+/// The identities a connection holds (shared by the requests sent with them).
+type Auth = Arc<Vec<AuthId>>;
+
+/// The ZooKeeper paths served from the member itself, not the tree.
+pub const ZOOKEEPER: &str = "/zookeeper";
+pub const ZOOKEEPER_CONFIG: &str = "/zookeeper/config";
 
 enum Pending {
     Ready(pb::ServerFrame),
@@ -43,6 +51,7 @@ enum Pending {
     Read {
         req: pb::Request,
         started: Instant,
+        auth: Auth,
     },
     /// CloseSession: reply, then end the stream.
     Close {
@@ -65,6 +74,15 @@ fn error_reply(xid: u64, zxid: u64, e: &CoordError) -> pb::Reply {
     }
 }
 
+fn ok_reply(xid: u64, zxid: u64, result: pb::reply::Result) -> pb::Reply {
+    pb::Reply {
+        xid,
+        zxid,
+        result: Some(result),
+        ..Default::default()
+    }
+}
+
 fn session_error(e: CoordError) -> pb::ServerFrame {
     frame(Out::Error(pb::SessionError {
         code: e.code as i32,
@@ -72,7 +90,14 @@ fn session_error(e: CoordError) -> pb::ServerFrame {
     }))
 }
 
-pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFrame>, out: Sink) {
+/// Serves one client connection: `inbound` (gRPC's stream, or the frames
+/// the ZooKeeper front end decodes) until it ends; everything for the
+/// client goes to `out`. `peer` is the client's address (its `ip` identity).
+pub async fn serve<S, E>(node: Arc<Node>, mut inbound: S, out: Sink, peer: Option<IpAddr>)
+where
+    S: Stream<Item = Result<pb::ClientFrame, E>> + Unpin,
+{
+    let mut auth: Auth = Arc::new(peer.map(acl::ip_id).into_iter().collect());
     let first = tokio::time::timeout(CONNECT_WAIT, inbound.next()).await;
     let connect = match first {
         Ok(Some(Ok(pb::ClientFrame {
@@ -129,6 +154,10 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
                 let zxid = node.sm.lock().tree.last_zxid();
                 let _ = ptx.send(Pending::Ready(frame(Out::Pong(pb::Pong { zxid }))));
             }
+            Some(In::Request(req)) if matches!(req.op, Some(Op::Auth(_) | Op::WhoAmI(_))) => {
+                let reply = session_local(&node, &mut auth, req);
+                let _ = ptx.send(Pending::Ready(frame(Out::Reply(reply))));
+            }
             Some(In::Request(req)) => {
                 let closing = matches!(req.op, Some(Op::Close(_)));
                 if is_write(&req) {
@@ -138,7 +167,7 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
                         _ = out.closed() => break,
                     }
                 }
-                let pending = classify(&node, session_id, req).await;
+                let pending = classify(&node, session_id, &auth, req).await;
                 if matches!(pending, Pending::Read { .. }) {
                     reads_tx.send_modify(|n| *n += 1);
                 }
@@ -160,10 +189,91 @@ pub async fn serve(node: Arc<Node>, mut inbound: tonic::Streaming<pb::ClientFram
     node.metrics.connections.dec();
 }
 
+/// Auth and whoAmI: they change or show the connection's identities, in
+/// request order.
+fn session_local(node: &Node, auth: &mut Auth, req: pb::Request) -> pb::Reply {
+    let zxid = node.sm.lock().tree.last_zxid();
+    let op_idx = req.op.as_ref().map(op_index).unwrap_or(0);
+    let result = match req.op {
+        Some(Op::Auth(a)) => {
+            acl::authenticate(&a.scheme, &a.auth, &node.cfg.superuser_digest).map(|ids| {
+                let mut all = (**auth).clone();
+                for id in ids {
+                    if !all.contains(&id) {
+                        all.push(id);
+                    }
+                }
+                *auth = Arc::new(all);
+                pb::reply::Result::Empty(pb::Empty {})
+            })
+        }
+        _ => Ok(pb::reply::Result::WhoAmI(pb::WhoAmIResult {
+            ids: auth
+                .iter()
+                .map(|a| pb::AuthId {
+                    scheme: a.scheme.clone(),
+                    id: a.id.clone(),
+                })
+                .collect(),
+        })),
+    };
+    match result {
+        Ok(r) => {
+            node.metrics.count(op_idx, Outcome::Ok);
+            pb::Reply {
+                xid: req.xid,
+                zxid,
+                result: Some(r),
+                ..Default::default()
+            }
+        }
+        Err(e) => {
+            node.metrics.count(op_idx, Outcome::Error);
+            error_reply(req.xid, zxid, &e)
+        }
+    }
+}
+
+fn acl_of_pb(acl: &[pb::Acl]) -> Vec<AclEntry> {
+    acl.iter()
+        .map(|a| AclEntry {
+            perms: a.perms as u32,
+            scheme: a.scheme.clone(),
+            id: a.id.clone(),
+        })
+        .collect()
+}
+
+fn acl_pb(acl: &[AclEntry]) -> Vec<pb::Acl> {
+    acl.iter()
+        .map(|a| pb::Acl {
+            perms: a.perms as i32,
+            scheme: a.scheme.clone(),
+            id: a.id.clone(),
+        })
+        .collect()
+}
+
 async fn establish(
     node: &Node,
     c: &pb::ConnectRequest,
 ) -> Result<(u64, pb::ConnectReply), CoordError> {
+    // Never let a client see an older state than it already saw (a new
+    // session included: ZooKeeper refuses it too).
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    loop {
+        let zxid = node.sm.lock().tree.last_zxid();
+        if zxid >= c.last_zxid_seen {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(CoordError::unavailable(format!(
+                "member {} is behind (zxid {zxid} < {}); try another member",
+                node.id, c.last_zxid_seen
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cfg = &node.cfg;
     if c.session_id == 0 {
         let timeout_ms = c
@@ -199,21 +309,6 @@ async fn establish(
             last_zxid: committed.applied.zxid,
         };
         return Ok((session_id, reply));
-    }
-    // Resuming: never let the client see an older state than it already saw.
-    let deadline = Instant::now() + CATCH_UP_WAIT;
-    loop {
-        let zxid = node.sm.lock().tree.last_zxid();
-        if zxid >= c.last_zxid_seen {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(CoordError::unavailable(format!(
-                "member {} is behind (zxid {zxid} < {}); try another member",
-                node.id, c.last_zxid_seen
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sm = node.sm.lock();
     match sm.tree.session(c.session_id) {
@@ -267,8 +362,9 @@ fn create_kind(c: &pb::Create) -> Result<(CreateKind, bool), CoordError> {
     })
 }
 
-/// Validates a write op before it goes anywhere near the log.
-fn write_op(op: &Op) -> Result<Option<WriteOp>, CoordError> {
+/// Validates a write op before it goes anywhere near the log; `auth` fills
+/// in an ACL's `auth` entries.
+fn write_op(op: &Op, auth: &[AuthId]) -> Result<Option<WriteOp>, CoordError> {
     let check_data = |d: &[u8]| {
         if d.len() > MAX_DATA {
             Err(CoordError::new(
@@ -284,11 +380,34 @@ fn write_op(op: &Op) -> Result<Option<WriteOp>, CoordError> {
             let (kind, sequential) = create_kind(c)?;
             path::validate_create(&c.path, sequential)?;
             check_data(&c.data)?;
-            WriteOp::Create {
-                path: c.path.clone(),
-                data: c.data.clone(),
-                kind,
-                sequential,
+            let acl = if c.acl.is_empty() {
+                acl::open()
+            } else {
+                acl::fixup(&acl_of_pb(&c.acl), auth)?
+            };
+            if acl == acl::open() {
+                WriteOp::Create {
+                    path: c.path.clone(),
+                    data: c.data.clone(),
+                    kind,
+                    sequential,
+                }
+            } else {
+                WriteOp::CreateAcl {
+                    path: c.path.clone(),
+                    data: c.data.clone(),
+                    kind,
+                    sequential,
+                    acl,
+                }
+            }
+        }
+        Op::SetAcl(s) => {
+            path::validate(&s.path)?;
+            WriteOp::SetAcl {
+                path: s.path.clone(),
+                acl: acl::fixup(&acl_of_pb(&s.acl), auth)?,
+                version: s.version,
             }
         }
         Op::Delete(d) => {
@@ -328,6 +447,7 @@ fn is_write(req: &pb::Request) -> bool {
                 | Op::Check(_)
                 | Op::Multi(_)
                 | Op::Close(_)
+                | Op::SetAcl(_)
         )
     )
 }
@@ -347,6 +467,14 @@ fn op_index(op: &Op) -> usize {
         Op::SetWatches(_) => 9,
         Op::AddWatch(_) => 10,
         Op::Close(_) => 11,
+        Op::GetAcl(_) => 12,
+        Op::SetAcl(_) => 13,
+        Op::Auth(_) => 14,
+        Op::WhoAmI(_) => 15,
+        Op::GetAllChildrenNumber(_) => 16,
+        Op::GetEphemerals(_) => 17,
+        Op::MultiRead(_) => 18,
+        Op::RemoveWatches(_) => 19,
     }
 }
 
@@ -354,7 +482,7 @@ fn op_name(op: &Op) -> &'static str {
     OPS[op_index(op)]
 }
 
-async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
+async fn classify(node: &Node, session_id: u64, auth: &Auth, req: pb::Request) -> Pending {
     let xid = req.xid;
     let started = Instant::now();
     let Some(op) = &req.op else {
@@ -385,7 +513,7 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
         Op::Multi(m) => {
             let mut ops = Vec::with_capacity(m.ops.len());
             for (i, r) in m.ops.iter().enumerate() {
-                match r.op.as_ref().map(write_op) {
+                match r.op.as_ref().map(|o| write_op(o, auth)) {
                     Some(Ok(Some(w))) => ops.push(w),
                     Some(Err(e)) => {
                         return reject(CoordError::new(e.code, format!("op {i}: {}", e.message)))
@@ -400,14 +528,25 @@ async fn classify(node: &Node, session_id: u64, req: pb::Request) -> Pending {
                     }
                 }
             }
-            Txn::Write { session_id, ops }
-        }
-        other => match write_op(other) {
-            Ok(Some(w)) => Txn::Write {
+            Txn::WriteAs {
                 session_id,
+                auth: (**auth).clone(),
+                ops,
+            }
+        }
+        other => match write_op(other, auth) {
+            Ok(Some(w)) => Txn::WriteAs {
+                session_id,
+                auth: (**auth).clone(),
                 ops: vec![w],
             },
-            Ok(None) => return Pending::Read { req, started },
+            Ok(None) => {
+                return Pending::Read {
+                    req,
+                    started,
+                    auth: auth.clone(),
+                }
+            }
             Err(e) => return reject(e),
         },
     };
@@ -462,11 +601,11 @@ async fn respond(
                     .observe(started.elapsed().as_secs_f64());
                 frame(Out::Reply(reply))
             }
-            Pending::Read { req, started } => {
+            Pending::Read { req, started, auth } => {
                 node.sm.wait_applied(floor).await;
                 // Sent under the state-machine lock: no event for a watch this
                 // read sets can overtake its reply.
-                read(&node, session_id, req, &out).await;
+                read(&node, session_id, &auth, req, &out).await;
                 reads.send_modify(|n| *n -= 1);
                 node.metrics
                     .read_seconds
@@ -534,12 +673,11 @@ fn write_reply(xid: u64, c: Committed) -> pb::Reply {
                     ..Default::default()
                 })
                 .collect();
-            pb::Reply {
+            ok_reply(
                 xid,
                 zxid,
-                result: Some(pb::reply::Result::Multi(pb::MultiResult { results })),
-                ..Default::default()
-            }
+                pb::reply::Result::Multi(pb::MultiResult { results }),
+            )
         }
         TxnResult::Ops(Err(f)) => {
             let mut r = error_reply(xid, zxid, &f.error);
@@ -577,7 +715,7 @@ fn write_reply(xid: u64, c: Committed) -> pb::Reply {
     }
 }
 
-async fn read(node: &Node, session_id: u64, req: pb::Request, out: &Sink) {
+async fn read(node: &Node, session_id: u64, auth: &[AuthId], req: pb::Request, out: &Sink) {
     let xid = req.xid;
     let op = req.op.expect("classified as a read");
     let op_idx = op_index(&op);
@@ -589,7 +727,34 @@ async fn read(node: &Node, session_id: u64, req: pb::Request, out: &Sink) {
         }
     }
     let mut sm = node.sm.lock();
-    let reply = read_now(&mut sm, session_id, xid, op);
+    let reply = match op {
+        Op::MultiRead(m) => {
+            let zxid = sm.tree.last_zxid();
+            let results = m
+                .ops
+                .into_iter()
+                .map(|r| match r.op {
+                    Some(o @ (Op::GetData(_) | Op::GetChildren(_))) => {
+                        read_now(node, &mut sm, session_id, auth, xid, o)
+                    }
+                    _ => error_reply(
+                        xid,
+                        zxid,
+                        &CoordError::new(
+                            Code::InvalidArgument,
+                            "only get_data and get_children may appear in a multi_read",
+                        ),
+                    ),
+                })
+                .collect();
+            ok_reply(
+                xid,
+                zxid,
+                pb::reply::Result::Multi(pb::MultiResult { results }),
+            )
+        }
+        op => read_now(node, &mut sm, session_id, auth, xid, op),
+    };
     let outcome = if reply.code == 0 {
         Outcome::Ok
     } else {
@@ -601,7 +766,44 @@ async fn read(node: &Node, session_id: u64, req: pb::Request, out: &Sink) {
     node.metrics.count(op_idx, outcome);
 }
 
-fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> pb::Reply {
+/// `/zookeeper/config` as ZooKeeper's dynamic configuration file has it.
+fn config_text(node: &Node, sm: &crate::sm::SmInner) -> Vec<u8> {
+    let mut text = String::new();
+    let membership = sm.membership.membership();
+    for (id, m) in membership.nodes() {
+        let role = if membership.voter_ids().any(|v| v == *id) {
+            "participant"
+        } else {
+            "observer"
+        };
+        let (host, raft_port) = m.raft_addr.rsplit_once(':').unwrap_or((&m.raft_addr, "0"));
+        text.push_str(&format!(
+            "server.{id}={host}:{raft_port}:{raft_port}:{role};{}\n",
+            m.client_addr
+        ));
+    }
+    let version = sm.last_applied.map(|l| l.index).unwrap_or(0);
+    let _ = node;
+    text.push_str(&format!("version={version:x}"));
+    text.into_bytes()
+}
+
+fn virtual_stat(data_length: usize, num_children: i32) -> pb::Stat {
+    pb::Stat {
+        data_length: data_length as i32,
+        num_children,
+        ..Default::default()
+    }
+}
+
+fn read_now(
+    node: &Node,
+    sm: &mut crate::sm::SmInner,
+    session_id: u64,
+    auth: &[AuthId],
+    xid: u64,
+    op: Op,
+) -> pb::Reply {
     use pb::reply::Result as R;
     let zxid = sm.tree.last_zxid();
     let ok = |r: R| pb::Reply {
@@ -612,8 +814,41 @@ fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> p
     };
     let path_ok = |p: &str| path::validate(p);
     let result: Result<pb::Reply, CoordError> = (|| match op {
+        Op::GetData(g) if g.path == ZOOKEEPER_CONFIG || g.path == ZOOKEEPER => {
+            let data = if g.path == ZOOKEEPER {
+                vec![]
+            } else {
+                config_text(node, sm)
+            };
+            let stat = virtual_stat(data.len(), (g.path == ZOOKEEPER) as i32);
+            Ok(ok(R::Data(pb::DataResult {
+                data,
+                stat: Some(stat),
+            })))
+        }
+        Op::Exists(e) if e.path == ZOOKEEPER_CONFIG || e.path == ZOOKEEPER => {
+            let len = if e.path == ZOOKEEPER {
+                0
+            } else {
+                config_text(node, sm).len()
+            };
+            Ok(ok(R::Stat(virtual_stat(len, (e.path == ZOOKEEPER) as i32))))
+        }
+        Op::GetChildren(g) if g.path == ZOOKEEPER_CONFIG || g.path == ZOOKEEPER => {
+            let children = if g.path == ZOOKEEPER {
+                vec!["config".to_string()]
+            } else {
+                vec![]
+            };
+            let stat = virtual_stat(0, children.len() as i32);
+            Ok(ok(R::Children(pb::ChildrenResult {
+                children,
+                stat: Some(stat),
+            })))
+        }
         Op::GetData(g) => {
             path_ok(&g.path)?;
+            sm.tree.check_acl(&g.path, perm::READ, auth)?;
             let (data, stat) = sm.tree.get_data(&g.path)?;
             if g.watch {
                 sm.watches.add(session_id, &g.path, WatchKind::Data);
@@ -641,6 +876,7 @@ fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> p
         }
         Op::GetChildren(g) => {
             path_ok(&g.path)?;
+            sm.tree.check_acl(&g.path, perm::READ, auth)?;
             let (children, stat) = sm.tree.children(&g.path)?;
             if g.watch {
                 sm.watches.add(session_id, &g.path, WatchKind::Child);
@@ -649,6 +885,64 @@ fn read_now(sm: &mut crate::sm::SmInner, session_id: u64, xid: u64, op: Op) -> p
                 children,
                 stat: Some(stat_pb(&stat)),
             })))
+        }
+        Op::GetAcl(g) => {
+            path_ok(&g.path)?;
+            sm.tree.check_acl(&g.path, perm::READ | perm::ADMIN, auth)?;
+            let (acl, stat) = sm.tree.get_acl(&g.path)?;
+            Ok(ok(R::Acl(pb::AclResult {
+                acl: acl_pb(&acl),
+                stat: Some(stat_pb(&stat)),
+            })))
+        }
+        Op::GetAllChildrenNumber(g) => {
+            path_ok(&g.path)?;
+            sm.tree.check_acl(&g.path, perm::READ, auth)?;
+            let count = sm.tree.count_descendants(&g.path)?;
+            Ok(ok(R::Count(pb::CountResult { count })))
+        }
+        Op::GetEphemerals(g) => {
+            let prefix = if g.prefix.is_empty() {
+                path::ROOT
+            } else {
+                &g.prefix
+            };
+            if !prefix.starts_with('/') {
+                return Err(CoordError::new(
+                    Code::InvalidArgument,
+                    format!("invalid prefix {prefix:?}: must start with '/'"),
+                ));
+            }
+            Ok(ok(R::Children(pb::ChildrenResult {
+                children: sm.tree.ephemerals(session_id, prefix),
+                stat: None,
+            })))
+        }
+        Op::RemoveWatches(r) => {
+            path_ok(&r.path)?;
+            use pb::WatcherType as T;
+            use WatchKind as K;
+            let kinds: &[WatchKind] = match T::try_from(r.kind) {
+                Ok(T::WatcherChildren) => &[K::Child],
+                Ok(T::WatcherData) => &[K::Data, K::Exist],
+                Ok(T::WatcherAny) => &[K::Child, K::Data, K::Exist, K::Persistent, K::Recursive],
+                Ok(T::WatcherPersistent) => &[K::Persistent],
+                Ok(T::WatcherPersistentRecursive) => &[K::Recursive],
+                _ => {
+                    return Err(CoordError::new(
+                        Code::InvalidArgument,
+                        format!("unknown watcher type {}", r.kind),
+                    ))
+                }
+            };
+            if sm.watches.remove(session_id, &r.path, kinds, r.check_only) {
+                Ok(ok(R::Empty(pb::Empty {})))
+            } else {
+                Err(CoordError::new(
+                    Code::NoWatcher,
+                    format!("no such watch on {}", r.path),
+                ))
+            }
         }
         Op::Sync(s) => {
             path_ok(&s.path)?;

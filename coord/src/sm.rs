@@ -35,7 +35,8 @@ pub(crate) const SNAPSHOT_FORMAT: Format = Format {
 pub(crate) const PAYLOAD_FORMAT: Format = Format {
     magic: *b"HSTKCTRE",
     what: "coordination snapshot",
-    version: 1,
+    // 2: nodes carry ACLs (a version-1 tree reads back with every node open).
+    version: 2,
     oldest: 1,
 };
 
@@ -61,6 +62,27 @@ struct SnapshotPayload {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     tree: DataTree,
+}
+
+#[derive(Deserialize)]
+struct SnapshotPayloadV1 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    tree: crate::tree::DataTreeV1,
+}
+
+/// A snapshot payload of any version this build reads.
+fn decode_payload(bytes: &[u8]) -> Result<SnapshotPayload, hstack_daemon::format::FormatError> {
+    let (version, body) = PAYLOAD_FORMAT.check(bytes)?;
+    if version == 1 {
+        let v1: SnapshotPayloadV1 = hstack_daemon::format::decode_body(PAYLOAD_FORMAT.what, body)?;
+        return Ok(SnapshotPayload {
+            last_applied: v1.last_applied,
+            membership: v1.membership,
+            tree: v1.tree.into(),
+        });
+    }
+    hstack_daemon::format::decode_body(PAYLOAD_FORMAT.what, body)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,9 +112,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
         };
         if let Some(file) = read_snapshot_file(dir)? {
-            let payload: SnapshotPayload = PAYLOAD_FORMAT
-                .decode(&file.data)
-                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let payload = decode_payload(&file.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             inner.tree = payload.tree;
             inner.last_applied = payload.last_applied;
             inner.membership = payload.membership;
@@ -303,9 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload = PAYLOAD_FORMAT
-            .decode(&data)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let payload = decode_payload(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.shared.save_snapshot(&SnapshotFile {
             meta: meta.clone(),
             data,

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::{self, perm};
 use crate::error::{Code, CoordError, Result};
 use crate::path;
-use crate::types::{CreateKind, OpFailure, OpOutcome, Txn, TxnResult, WriteOp};
+use crate::types::{AclEntry, AuthId, CreateKind, OpFailure, OpOutcome, Txn, TxnResult, WriteOp};
 pub use hstack_coord_client::{Stat, MAX_DATA};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,6 +19,8 @@ struct Znode {
     stat: Stat,
     kind: CreateKind,
     children: BTreeSet<String>,
+    /// Index into `DataTree::acls` (0: world:anyone, every permission).
+    acl: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,6 +45,54 @@ pub struct DataTree {
     /// Containers and TTL nodes: the candidates the leader's reaper checks.
     reapable: BTreeSet<String>,
     last_zxid: u64,
+    /// Every distinct ACL a node has had, interned (nodes share a handful);
+    /// entry 0 is world:anyone. Never shrinks: a failed multi may leave an
+    /// unused entry, identically on every member.
+    acls: Vec<Vec<AclEntry>>,
+}
+
+/// Format 1 of the snapshot payload's tree (before ACLs): every node open.
+#[derive(Deserialize)]
+pub struct DataTreeV1 {
+    nodes: HashMap<String, ZnodeV1>,
+    sessions: BTreeMap<u64, SessionInfo>,
+    reapable: BTreeSet<String>,
+    last_zxid: u64,
+}
+
+#[derive(Deserialize)]
+struct ZnodeV1 {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    stat: Stat,
+    kind: CreateKind,
+    children: BTreeSet<String>,
+}
+
+impl From<DataTreeV1> for DataTree {
+    fn from(v1: DataTreeV1) -> Self {
+        let nodes = v1
+            .nodes
+            .into_iter()
+            .map(|(p, n)| {
+                let node = Znode {
+                    data: n.data,
+                    stat: n.stat,
+                    kind: n.kind,
+                    children: n.children,
+                    acl: 0,
+                };
+                (p, node)
+            })
+            .collect();
+        Self {
+            nodes,
+            sessions: v1.sessions,
+            reapable: v1.reapable,
+            last_zxid: v1.last_zxid,
+            acls: vec![acl::open()],
+        }
+    }
 }
 
 impl Default for DataTree {
@@ -54,6 +105,7 @@ impl Default for DataTree {
                 stat: Stat::default(),
                 kind: CreateKind::Persistent,
                 children: BTreeSet::new(),
+                acl: 0,
             },
         );
         Self {
@@ -61,6 +113,7 @@ impl Default for DataTree {
             sessions: BTreeMap::new(),
             reapable: BTreeSet::new(),
             last_zxid: 0,
+            acls: vec![acl::open()],
         }
     }
 }
@@ -114,6 +167,52 @@ impl DataTree {
     pub fn children(&self, p: &str) -> Result<(Vec<String>, Stat)> {
         let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
         Ok((n.children.iter().cloned().collect(), n.stat.clone()))
+    }
+
+    /// A node's ACL and stat.
+    pub fn get_acl(&self, p: &str) -> Result<(Vec<AclEntry>, Stat)> {
+        let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+        Ok((self.acls[n.acl as usize].clone(), n.stat.clone()))
+    }
+
+    /// NoAuth unless `auth` holds one of `perm` on `p`; NoNode if it is missing.
+    pub fn check_acl(&self, p: &str, perm: u32, auth: &[AuthId]) -> Result<()> {
+        let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+        acl::check(&self.acls[n.acl as usize], perm, auth, p)
+    }
+
+    /// How many nodes lie below `p` (all descendants, not `p` itself).
+    pub fn count_descendants(&self, p: &str) -> Result<i32> {
+        self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+        if p == path::ROOT {
+            return Ok(self.nodes.len() as i32 - 1);
+        }
+        let prefix = format!("{p}/");
+        Ok(self.nodes.keys().filter(|k| k.starts_with(&prefix)).count() as i32)
+    }
+
+    /// The session's ephemeral nodes whose path starts with `prefix`.
+    pub fn ephemerals(&self, session: u64, prefix: &str) -> Vec<String> {
+        self.sessions
+            .get(&session)
+            .map(|s| {
+                s.ephemerals
+                    .iter()
+                    .filter(|p| prefix == path::ROOT || p.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn intern_acl(&mut self, acl: &[AclEntry]) -> u32 {
+        match self.acls.iter().position(|a| a == acl) {
+            Some(i) => i as u32,
+            None => {
+                self.acls.push(acl.to_vec());
+                (self.acls.len() - 1) as u32
+            }
+        }
     }
 
     /// Containers with no children that once had some, and TTL nodes with no
@@ -180,33 +279,13 @@ impl DataTree {
                 None => TxnResult::SessionClosed { existed: false },
             },
             Txn::Write { session_id, ops } => {
-                let mut undo = Undo {
-                    enabled: ops.len() > 1,
-                    ..Undo::default()
-                };
-                let mut local = Vec::new();
-                let mut outcomes = Vec::with_capacity(ops.len());
-                let mut failure = None;
-                for (index, op) in ops.iter().enumerate() {
-                    match self.apply_op(*session_id, op, zxid, time_ms, &mut undo, &mut local) {
-                        Ok(o) => outcomes.push(o),
-                        Err(error) => {
-                            failure = Some(OpFailure { index, error });
-                            break;
-                        }
-                    }
-                }
-                match failure {
-                    None => {
-                        changes.extend(local);
-                        TxnResult::Ops(Ok(outcomes))
-                    }
-                    Some(f) => {
-                        self.rollback(undo);
-                        TxnResult::Ops(Err(f))
-                    }
-                }
+                self.apply_ops(*session_id, None, ops, zxid, time_ms, changes)
             }
+            Txn::WriteAs {
+                session_id,
+                auth,
+                ops,
+            } => self.apply_ops(*session_id, Some(auth), ops, zxid, time_ms, changes),
             Txn::Reap {
                 path: p,
                 version,
@@ -224,9 +303,57 @@ impl DataTree {
         (zxid, result)
     }
 
+    /// One request's ops, all or nothing. `auth` None: a log entry from
+    /// before ACLs (nothing to check).
+    fn apply_ops(
+        &mut self,
+        session_id: u64,
+        auth: Option<&[AuthId]>,
+        ops: &[WriteOp],
+        zxid: u64,
+        time_ms: i64,
+        changes: &mut Vec<Change>,
+    ) -> TxnResult {
+        let mut undo = Undo {
+            enabled: ops.len() > 1,
+            ..Undo::default()
+        };
+        let mut local = Vec::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut failure = None;
+        for (index, op) in ops.iter().enumerate() {
+            match self.apply_op(session_id, auth, op, zxid, time_ms, &mut undo, &mut local) {
+                Ok(o) => outcomes.push(o),
+                Err(error) => {
+                    failure = Some(OpFailure { index, error });
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => {
+                changes.extend(local);
+                TxnResult::Ops(Ok(outcomes))
+            }
+            Some(f) => {
+                self.rollback(undo);
+                TxnResult::Ops(Err(f))
+            }
+        }
+    }
+
+    fn check(&self, auth: Option<&[AuthId]>, p: &str, perm: u32) -> Result<()> {
+        match auth {
+            Some(auth) => self.check_acl(p, perm, auth),
+            None => Ok(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn apply_op(
         &mut self,
         session_id: u64,
+        auth: Option<&[AuthId]>,
         op: &WriteOp,
         zxid: u64,
         time_ms: i64,
@@ -239,7 +366,122 @@ impl DataTree {
                 data,
                 kind,
                 sequential,
+            } => self.create(
+                session_id,
+                auth,
+                p,
+                data,
+                *kind,
+                *sequential,
+                None,
+                zxid,
+                time_ms,
+                undo,
+                changes,
+            ),
+            WriteOp::CreateAcl {
+                path: p,
+                data,
+                kind,
+                sequential,
+                acl,
+            } => self.create(
+                session_id,
+                auth,
+                p,
+                data,
+                *kind,
+                *sequential,
+                Some(acl),
+                zxid,
+                time_ms,
+                undo,
+                changes,
+            ),
+            WriteOp::SetAcl {
+                path: p,
+                acl,
+                version,
             } => {
+                path::validate(p)?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+                self.check(auth, p, perm::ADMIN)?;
+                check_version(p, *version, n.stat.aversion)?;
+                self.save_node(undo, p);
+                let idx = self.intern_acl(acl);
+                let n = self.nodes.get_mut(p).expect("checked above");
+                n.acl = idx;
+                n.stat.aversion += 1;
+                Ok(OpOutcome::Set(n.stat.clone()))
+            }
+            WriteOp::Delete { path: p, version } => {
+                path::validate(p)?;
+                if p == path::ROOT {
+                    return Err(CoordError::new(Code::InvalidArgument, "cannot delete /"));
+                }
+                self.check(auth, path::parent(p), perm::DELETE)?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+                check_version(p, *version, n.stat.version)?;
+                if !n.children.is_empty() {
+                    return Err(CoordError::new(
+                        Code::NotEmpty,
+                        format!("{p} has {} children", n.children.len()),
+                    ));
+                }
+                self.remove_node(p, zxid, time_ms, Some(undo));
+                changes.push(Change::Deleted(p.clone()));
+                Ok(OpOutcome::Deleted)
+            }
+            WriteOp::SetData {
+                path: p,
+                data,
+                version,
+            } => {
+                path::validate(p)?;
+                if data.len() > MAX_DATA {
+                    return Err(too_large(data.len()));
+                }
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+                self.check(auth, p, perm::WRITE)?;
+                check_version(p, *version, n.stat.version)?;
+                self.save_node(undo, p);
+                let n = self.nodes.get_mut(p).expect("checked above");
+                n.data = data.clone();
+                n.stat.version += 1;
+                n.stat.mzxid = zxid;
+                n.stat.mtime = time_ms;
+                n.stat.data_length = data.len() as i32;
+                changes.push(Change::DataChanged(p.clone()));
+                Ok(OpOutcome::Set(n.stat.clone()))
+            }
+            WriteOp::Check { path: p, version } => {
+                path::validate(p)?;
+                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
+                self.check(auth, p, perm::READ)?;
+                check_version(p, *version, n.stat.version)?;
+                Ok(OpOutcome::Checked)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        session_id: u64,
+        auth: Option<&[AuthId]>,
+        p: &String,
+        data: &[u8],
+        kind: CreateKind,
+        sequential: bool,
+        acl: Option<&[AclEntry]>,
+        zxid: u64,
+        time_ms: i64,
+        undo: &mut Undo,
+        changes: &mut Vec<Change>,
+    ) -> Result<OpOutcome> {
+        let (kind, sequential) = (&kind, &sequential);
+        {
+            {
                 path::validate_create(p, *sequential)?;
                 if data.len() > MAX_DATA {
                     return Err(too_large(data.len()));
@@ -260,6 +502,14 @@ impl DataTree {
                 let parent = self.nodes.get(parent_path).ok_or_else(|| {
                     CoordError::new(Code::NoNode, format!("parent {parent_path} does not exist"))
                 })?;
+                if let Some(auth) = auth {
+                    acl::check(
+                        &self.acls[parent.acl as usize],
+                        perm::CREATE,
+                        auth,
+                        parent_path,
+                    )?;
+                }
                 if parent.kind == CreateKind::Ephemeral {
                     return Err(CoordError::new(
                         Code::NoChildrenForEphemerals,
@@ -305,6 +555,10 @@ impl DataTree {
                     data_length: data.len() as i32,
                     ..Stat::default()
                 };
+                let acl = match acl {
+                    Some(a) => self.intern_acl(a),
+                    None => 0,
+                };
                 self.save_node(undo, parent_path);
                 self.save_node(undo, &full);
                 let parent = self.nodes.get_mut(parent_path).expect("checked above");
@@ -315,10 +569,11 @@ impl DataTree {
                 self.nodes.insert(
                     full.clone(),
                     Znode {
-                        data: data.clone(),
+                        data: data.to_vec(),
                         stat: stat.clone(),
                         kind: *kind,
                         children: BTreeSet::new(),
+                        acl,
                     },
                 );
                 match kind {
@@ -336,50 +591,6 @@ impl DataTree {
                 }
                 changes.push(Change::Created(full.clone()));
                 Ok(OpOutcome::Created { path: full, stat })
-            }
-            WriteOp::Delete { path: p, version } => {
-                path::validate(p)?;
-                if p == path::ROOT {
-                    return Err(CoordError::new(Code::InvalidArgument, "cannot delete /"));
-                }
-                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
-                check_version(p, *version, n.stat.version)?;
-                if !n.children.is_empty() {
-                    return Err(CoordError::new(
-                        Code::NotEmpty,
-                        format!("{p} has {} children", n.children.len()),
-                    ));
-                }
-                self.remove_node(p, zxid, time_ms, Some(undo));
-                changes.push(Change::Deleted(p.clone()));
-                Ok(OpOutcome::Deleted)
-            }
-            WriteOp::SetData {
-                path: p,
-                data,
-                version,
-            } => {
-                path::validate(p)?;
-                if data.len() > MAX_DATA {
-                    return Err(too_large(data.len()));
-                }
-                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
-                check_version(p, *version, n.stat.version)?;
-                self.save_node(undo, p);
-                let n = self.nodes.get_mut(p).expect("checked above");
-                n.data = data.clone();
-                n.stat.version += 1;
-                n.stat.mzxid = zxid;
-                n.stat.mtime = time_ms;
-                n.stat.data_length = data.len() as i32;
-                changes.push(Change::DataChanged(p.clone()));
-                Ok(OpOutcome::Set(n.stat.clone()))
-            }
-            WriteOp::Check { path: p, version } => {
-                path::validate(p)?;
-                let n = self.nodes.get(p).ok_or_else(|| crate::error::no_node(p))?;
-                check_version(p, *version, n.stat.version)?;
-                Ok(OpOutcome::Checked)
             }
         }
     }

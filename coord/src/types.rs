@@ -90,6 +90,38 @@ pub enum WriteOp {
         path: String,
         version: i32,
     },
+    // Appended variants (log entries written before them stay readable).
+    /// A create with its own ACL (`Create` is world:anyone, every permission).
+    CreateAcl {
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        kind: CreateKind,
+        sequential: bool,
+        acl: Vec<AclEntry>,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<AclEntry>,
+        version: i32,
+    },
+}
+
+/// An identity a connection holds: `ip:ADDRESS` always, `digest:USER:HASH`
+/// after an auth packet, `super:` for the operator's superuser digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuthId {
+    pub scheme: String,
+    pub id: String,
+}
+
+/// One entry of a node's ACL: the permission bits (`acl::perm`) granted to
+/// the identities `scheme:id` names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AclEntry {
+    pub perms: u32,
+    pub scheme: String,
+    pub id: String,
 }
 
 /// A state change. Every transaction gets the next zxid when applied.
@@ -114,6 +146,15 @@ pub enum Txn {
         path: String,
         version: i32,
         cversion: i32,
+    },
+    // Appended variants (log entries written before them stay readable).
+    /// A client request made with these identities (ACLs are checked when
+    /// it is applied). `Write` (older entries) predates ACLs: every node it
+    /// can touch is open.
+    WriteAs {
+        session_id: u64,
+        auth: Vec<AuthId>,
+        ops: Vec<WriteOp>,
     },
 }
 

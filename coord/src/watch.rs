@@ -82,6 +82,27 @@ impl Watches {
             .insert(session);
     }
 
+    /// Removes (or with `check_only`, looks for) `session`'s watches of
+    /// `kinds` on `p`; whether there were any.
+    pub fn remove(&mut self, session: u64, p: &str, kinds: &[WatchKind], check_only: bool) -> bool {
+        let mut found = false;
+        for kind in kinds {
+            let Some(map) = self.by_kind.get_mut(kind) else {
+                continue;
+            };
+            let Some(set) = map.get_mut(p) else { continue };
+            if check_only {
+                found |= set.contains(&session);
+                continue;
+            }
+            found |= set.remove(&session);
+            if set.is_empty() {
+                map.remove(p);
+            }
+        }
+        found
+    }
+
     pub fn count(&self) -> usize {
         self.by_kind
             .values()

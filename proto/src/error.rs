@@ -112,6 +112,9 @@ impl Code {
             Code::RuntimeInconsistency => "RuntimeInconsistency",
             Code::InvalidAcl => "InvalidAcl",
             Code::NotAMember => "NotAMember",
+            Code::AuthFailed => "AuthFailed",
+            Code::NoAuth => "NoAuth",
+            Code::NoWatcher => "NoWatcher",
             Code::InvalidPath => "InvalidPath",
             Code::FileNotFound => "FileNotFound",
             Code::AlreadyExists => "AlreadyExists",
@@ -190,9 +193,11 @@ impl Code {
             | Code::QuorumFailed => G::Unavailable,
             Code::Internal | Code::RuntimeInconsistency | Code::Io => G::Internal,
             Code::Unimplemented => G::Unimplemented,
-            Code::PermissionDenied | Code::NotAMember | Code::ClusterMismatch => {
+            Code::PermissionDenied | Code::NotAMember | Code::ClusterMismatch | Code::NoAuth => {
                 G::PermissionDenied
             }
+            Code::AuthFailed => G::Unauthenticated,
+            Code::NoWatcher => G::NotFound,
             Code::TimedOut => G::DeadlineExceeded,
             Code::FencedEpoch => G::Aborted,
             Code::NoNode

@@ -208,6 +208,11 @@ impl CoordEnsemble {
         self.nodes.iter().map(|p| p.addr("client")).collect()
     }
 
+    /// Each member's ZooKeeper-protocol address.
+    pub fn zk_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|p| p.addr("zk")).collect()
+    }
+
     /// A session that may use any member.
     pub async fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(ClientOptions::new(self.client_addrs())).await?)
@@ -285,7 +290,7 @@ fn spawn_member(dir: &Path, id: u64, extra: &[&str]) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(&data_dir)?;
     let mut args: Vec<String> = vec!["--id".into(), id.to_string(), "--data-dir".into()];
     args.push(data_dir.display().to_string());
-    for flag in ["--client-addr", "--raft-addr", "--http-addr"] {
+    for flag in ["--client-addr", "--zk-addr", "--raft-addr", "--http-addr"] {
         args.push(flag.into());
         args.push("127.0.0.1:0".into());
     }

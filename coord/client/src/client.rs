@@ -339,6 +339,7 @@ impl Client {
                 data: data.to_vec(),
                 mode: m as i32,
                 ttl_ms,
+                acl: vec![],
             }))
             .await?;
         match r.result {
@@ -462,6 +463,7 @@ impl Client {
                             data,
                             mode: m as i32,
                             ttl_ms,
+                            acl: vec![],
                         })
                     }
                     MultiOp::Delete { path, version } => Op::Delete(pb::Delete {
@@ -880,7 +882,10 @@ fn on_event(shared: &Shared, e: pb::WatchEvent) {
                 w.child.remove(p);
                 EventKind::NodeChildrenChanged
             }
-            E::None => return,
+            // This client never removes watches, so never hears of a removal.
+            E::None | E::DataWatchRemoved | E::ChildWatchRemoved | E::PersistentWatchRemoved => {
+                return
+            }
         }
     };
     shared.emit(kind, &e.path, e.zxid);

@@ -130,6 +130,8 @@ async fn sigterm_joins_every_task_and_exits_cleanly() {
         data.to_str().unwrap(),
         "--client-addr",
         "127.0.0.1:0",
+        "--zk-addr",
+        "127.0.0.1:0",
         "--raft-addr",
         "127.0.0.1:0",
         "--http-addr",

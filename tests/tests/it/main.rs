@@ -10,3 +10,4 @@ mod local_cluster;
 mod mapreduce;
 mod scheduler;
 mod short_circuit;
+mod zk_compat;
