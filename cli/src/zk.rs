@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use hstack_coord_client::{Client, ClientOptions, Code, CreateMode, EventKind, Stat};
+use hstack_coord_client::{Acl, Client, ClientOptions, Code, CreateMode, EventKind, Stat};
 use serde_json::json;
 
 use crate::output;
@@ -56,6 +56,11 @@ pub struct ZkArgs {
     /// Session timeout in milliseconds.
     #[arg(long, global = true, default_value_t = 10_000)]
     session_timeout_ms: u64,
+    /// Credentials for this command's session, `SCHEME:AUTH` (repeatable):
+    /// `digest:user:password` is ZooKeeper's addauth, sent before the
+    /// command runs (and on every reconnect).
+    #[arg(long, global = true, env = "HSTACK_ZK_AUTH", value_delimiter = ',')]
+    auth: Vec<String>,
     #[command(subcommand)]
     cmd: ZkCmd,
 }
@@ -86,7 +91,33 @@ enum ZkCmd {
         /// The data from a file (binary safe).
         #[arg(long, value_name = "FILE")]
         data_file: Option<PathBuf>,
+        /// The node's ACL, `scheme:id:perms` entries separated by commas
+        /// (`digest:bob:HASH=:cdrwa,world:anyone:r`); default world:anyone:cdrwa.
+        #[arg(long, value_delimiter = ',')]
+        acl: Vec<String>,
     },
+    /// Print a znode's ACL (table of scheme, id, permissions).
+    #[command(name = "getAcl", alias = "get-acl")]
+    GetAcl {
+        /// Also print the stat.
+        #[arg(short = 's')]
+        stat: bool,
+        path: String,
+    },
+    /// Replace a znode's ACL: `scheme:id:perms` entries separated by commas.
+    #[command(name = "setAcl", alias = "set-acl")]
+    SetAcl {
+        /// Only if the ACL version (aclVersion) is this.
+        #[arg(short = 'v', allow_hyphen_values = true)]
+        version: Option<i32>,
+        path: String,
+        acl: String,
+    },
+    /// Prove an identity (`digest user:password`) and print the identities
+    /// the session then holds. A session lasts one command: to act as that
+    /// identity, give every command `--auth digest:user:password`.
+    #[command(name = "addauth", alias = "add-auth")]
+    Addauth { scheme: String, credentials: String },
     /// Print a znode's data (with -w, then wait for it to change). With
     /// --json, `data` is a string when the bytes are UTF-8, else
     /// `data_base64`.
@@ -194,6 +225,12 @@ enum ZkCmd {
 async fn connect(args: &ZkArgs) -> anyhow::Result<Client> {
     let mut opts = ClientOptions::new(args.endpoints.coord_members()?);
     opts.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    for a in &args.auth {
+        let Some((scheme, auth)) = a.split_once(':') else {
+            bail!("--auth {a:?}: expected SCHEME:AUTH, e.g. digest:user:password");
+        };
+        opts.auth.push((scheme.into(), auth.as_bytes().to_vec()));
+    }
     Ok(Client::connect(opts).await?)
 }
 
@@ -273,8 +310,13 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
             path,
             data,
             data_file,
+            acl,
         } => {
             let data = read_data(data.as_deref(), data_file.as_deref())?;
+            let acl = acl
+                .iter()
+                .map(|a| Acl::parse(a))
+                .collect::<Result<Vec<_>, _>>()?;
             let mode = match (ephemeral, sequential, container, ttl) {
                 (true, _, true, _) | (true, _, _, Some(_)) | (_, _, true, Some(_)) => {
                     bail!("-e, -c and -t cannot be combined")
@@ -288,7 +330,11 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
                 (_, true, _, None) => CreateMode::PersistentSequential,
                 _ => CreateMode::Persistent,
             };
-            let (created, stat) = client.create_with_stat(path, &data, mode).await?;
+            let (created, stat) = if acl.is_empty() {
+                client.create_with_stat(path, &data, mode).await?
+            } else {
+                client.create_with_acl(path, &data, mode, &acl).await?
+            };
             if js {
                 output::json(&json!({"path": created, "stat": stat_json(&stat)}))?;
             } else {
@@ -447,6 +493,57 @@ async fn run_with(args: &ZkArgs, client: &Client) -> anyhow::Result<()> {
                 for (p, o) in &found {
                     println!("{p}\t{o:#x}");
                 }
+            }
+        }
+        ZkCmd::GetAcl { stat, path } => {
+            let (acl, st) = client.get_acl(path).await?;
+            if js {
+                let entries: Vec<_> = acl
+                    .iter()
+                    .map(|a| json!({"scheme": a.scheme, "id": a.id, "perms": a.perm_letters(), "perms_bits": a.perms}))
+                    .collect();
+                output::json(&json!({"path": path, "acl": entries, "stat": stat_json(&st)}))?;
+            } else {
+                let rows: Vec<Vec<String>> = acl
+                    .iter()
+                    .map(|a| vec![a.scheme.clone(), a.id.clone(), a.perm_letters()])
+                    .collect();
+                output::table(&["scheme", "id", "perms"], &rows);
+                if *stat {
+                    print_stat(&st);
+                }
+            }
+        }
+        ZkCmd::SetAcl { version, path, acl } => {
+            let acl = acl
+                .split(',')
+                .map(Acl::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            let st = client.set_acl(path, &acl, *version).await?;
+            if js {
+                output::json(&json!({"path": path, "stat": stat_json(&st)}))?;
+            } else {
+                println!("Set the ACL of {path} (aclVersion {})", st.aversion);
+            }
+        }
+        ZkCmd::Addauth {
+            scheme,
+            credentials,
+        } => {
+            client.add_auth(scheme, credentials.as_bytes()).await?;
+            let ids = client.who_am_i().await?;
+            if js {
+                let ids: Vec<_> = ids
+                    .iter()
+                    .map(|(s, i)| json!({"scheme": s, "id": i}))
+                    .collect();
+                output::json(&json!({"authenticated": true, "identities": ids}))?;
+            } else {
+                let rows: Vec<Vec<String>> = ids
+                    .iter()
+                    .map(|(s, i)| vec![s.clone(), i.clone()])
+                    .collect();
+                output::table(&["scheme", "id"], &rows);
             }
         }
         ZkCmd::Delete { version, path } => {

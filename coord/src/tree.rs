@@ -1053,4 +1053,181 @@ mod tests {
         assert_eq!(u.stat("/a/e"), t.stat("/a/e"));
         assert_eq!(u.session(s).unwrap().ephemerals.len(), 1);
     }
+
+    fn write_as(
+        t: &mut DataTree,
+        auth: &[AuthId],
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<OpOutcome>, OpFailure> {
+        let txn = Txn::WriteAs {
+            session_id: 0,
+            auth: auth.to_vec(),
+            ops,
+        };
+        match t.apply(&txn, 1000, &mut vec![]).1 {
+            TxnResult::Ops(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn acls_are_checked_when_applied() {
+        let mut t = DataTree::default();
+        let alice = vec![AuthId {
+            scheme: "digest".into(),
+            id: acl::digest_of("alice:pw"),
+        }];
+        let bob = vec![AuthId {
+            scheme: "digest".into(),
+            id: acl::digest_of("bob:pw"),
+        }];
+        let mine = vec![AclEntry {
+            perms: perm::ALL,
+            scheme: "digest".into(),
+            id: acl::digest_of("alice:pw"),
+        }];
+        let create = WriteOp::CreateAcl {
+            path: "/s".into(),
+            data: b"x".to_vec(),
+            kind: CreateKind::Persistent,
+            sequential: false,
+            acl: mine.clone(),
+        };
+        write_as(&mut t, &bob, vec![create]).unwrap();
+        assert_eq!(t.get_acl("/s").unwrap().0, mine);
+        let set = |v: &[u8]| WriteOp::SetData {
+            path: "/s".into(),
+            data: v.to_vec(),
+            version: -1,
+        };
+        let e = write_as(&mut t, &bob, vec![set(b"b")]).unwrap_err();
+        assert_eq!(e.error.code, Code::NoAuth);
+        assert_eq!(
+            t.check_acl("/s", perm::READ, &bob).unwrap_err().code,
+            Code::NoAuth
+        );
+        write_as(&mut t, &alice, vec![set(b"a")]).unwrap();
+        // A child needs CREATE on the parent; a delete needs DELETE on it.
+        let kid = create_op("/s/kid");
+        assert_eq!(
+            write_as(&mut t, &bob, vec![kid.clone()])
+                .unwrap_err()
+                .error
+                .code,
+            Code::NoAuth
+        );
+        write_as(&mut t, &alice, vec![kid]).unwrap();
+        let del = WriteOp::Delete {
+            path: "/s/kid".into(),
+            version: -1,
+        };
+        assert_eq!(
+            write_as(&mut t, &bob, vec![del.clone()])
+                .unwrap_err()
+                .error
+                .code,
+            Code::NoAuth
+        );
+        write_as(&mut t, &alice, vec![del]).unwrap();
+        // setACL needs ADMIN and the ACL version; it bumps aversion only.
+        let open = WriteOp::SetAcl {
+            path: "/s".into(),
+            acl: acl::open(),
+            version: 0,
+        };
+        assert_eq!(
+            write_as(&mut t, &bob, vec![open.clone()])
+                .unwrap_err()
+                .error
+                .code,
+            Code::NoAuth
+        );
+        let before = t.stat("/s").unwrap();
+        write_as(&mut t, &alice, vec![open.clone()]).unwrap();
+        let after = t.stat("/s").unwrap();
+        assert_eq!((after.aversion, after.version), (1, before.version));
+        assert_eq!(
+            write_as(&mut t, &alice, vec![open]).unwrap_err().error.code,
+            Code::BadVersion
+        );
+        write_as(&mut t, &bob, vec![set(b"now open")]).unwrap();
+        // A failed multi leaves the ACLs as they were.
+        let r = write_as(
+            &mut t,
+            &alice,
+            vec![
+                WriteOp::SetAcl {
+                    path: "/s".into(),
+                    acl: mine.clone(),
+                    version: -1,
+                },
+                WriteOp::Check {
+                    path: "/s".into(),
+                    version: 99,
+                },
+            ],
+        );
+        assert!(r.is_err());
+        assert_eq!(t.get_acl("/s").unwrap().0, acl::open());
+        // The superuser passes everything; a pre-ACL entry checks nothing.
+        let sup = vec![AuthId {
+            scheme: acl::SUPER.into(),
+            id: String::new(),
+        }];
+        write_as(
+            &mut t,
+            &alice,
+            vec![WriteOp::SetAcl {
+                path: "/s".into(),
+                acl: mine,
+                version: -1,
+            }],
+        )
+        .unwrap();
+        write_as(&mut t, &sup, vec![set(b"root")]).unwrap();
+        let (_, r) = t.apply(
+            &Txn::Write {
+                session_id: 0,
+                ops: vec![set(b"legacy")],
+            },
+            1000,
+            &mut vec![],
+        );
+        assert!(matches!(r, TxnResult::Ops(Ok(_))), "{r:?}");
+    }
+
+    fn create_op(p: &str) -> WriteOp {
+        WriteOp::Create {
+            path: p.into(),
+            data: vec![],
+            kind: CreateKind::Persistent,
+            sequential: false,
+        }
+    }
+
+    #[test]
+    fn acls_survive_a_snapshot_and_a_v1_tree_reads_back_open() {
+        let mut t = DataTree::default();
+        let acl = vec![AclEntry {
+            perms: perm::READ,
+            scheme: "ip".into(),
+            id: "10.0.0.0/8".into(),
+        }];
+        write_as(
+            &mut t,
+            &[],
+            vec![WriteOp::CreateAcl {
+                path: "/n".into(),
+                data: vec![],
+                kind: CreateKind::Persistent,
+                sequential: false,
+                acl: acl.clone(),
+            }],
+        )
+        .unwrap();
+        let bytes = postcard::to_stdvec(&t).unwrap();
+        let u: DataTree = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(u.get_acl("/n").unwrap().0, acl);
+        assert_eq!(u.get_acl("/").unwrap().0, acl::open());
+    }
 }

@@ -35,6 +35,9 @@ pub struct ClientOptions {
     /// Start with a random member (spreads sessions); when false, try the
     /// members in the order given.
     pub shuffle: bool,
+    /// Credentials sent on every connection before anything else, as
+    /// (scheme, auth): `("digest", b"user:password")` (ZooKeeper's addauth).
+    pub auth: Vec<(String, Vec<u8>)>,
 }
 
 impl ClientOptions {
@@ -45,6 +48,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(15),
             shuffle: true,
+            auth: vec![],
         }
     }
 }
@@ -153,7 +157,92 @@ struct WatchSet {
     recursive: BTreeSet<String>,
 }
 
+/// One entry of a node's ACL: the permissions (`Acl::READ` …) granted to
+/// the identities `scheme:id` names (ZooKeeper's model: schemes `world`
+/// with id `anyone`, `auth`, `digest` with `user:base64(sha1(user:pw))`,
+/// `ip` with `addr[/bits]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acl {
+    pub perms: u32,
+    pub scheme: String,
+    pub id: String,
+}
+
+impl Acl {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const CREATE: u32 = 4;
+    pub const DELETE: u32 = 8;
+    pub const ADMIN: u32 = 16;
+    pub const ALL: u32 = 31;
+
+    /// zkCli's form `scheme:id:perms`, perms in `cdrwa` letters
+    /// (`world:anyone:r`, `digest:bob:HASH=:cdrwa`, `auth::cdrwa`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            CoordError::new(
+                Code::InvalidAcl,
+                format!("ACL {s:?}: {why} (expected scheme:id:perms, e.g. world:anyone:cdrwa)"),
+            )
+        };
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let (id, letters) = rest.rsplit_once(':').ok_or_else(|| bad("no permissions"))?;
+        let mut perms = 0;
+        for c in letters.chars() {
+            perms |= match c {
+                'r' => Self::READ,
+                'w' => Self::WRITE,
+                'c' => Self::CREATE,
+                'd' => Self::DELETE,
+                'a' => Self::ADMIN,
+                other => return Err(bad(&format!("unknown permission {other:?}"))),
+            };
+        }
+        if scheme.is_empty() {
+            return Err(bad("empty scheme"));
+        }
+        Ok(Self {
+            perms,
+            scheme: scheme.into(),
+            id: id.into(),
+        })
+    }
+
+    /// The permissions as zkCli prints them (`cdrwa`).
+    pub fn perm_letters(&self) -> String {
+        [
+            (Self::CREATE, 'c'),
+            (Self::DELETE, 'd'),
+            (Self::READ, 'r'),
+            (Self::WRITE, 'w'),
+            (Self::ADMIN, 'a'),
+        ]
+        .iter()
+        .filter(|(bit, _)| self.perms & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+    }
+
+    fn to_pb(&self) -> pb::Acl {
+        pb::Acl {
+            perms: self.perms as i32,
+            scheme: self.scheme.clone(),
+            id: self.id.clone(),
+        }
+    }
+
+    fn of_pb(a: pb::Acl) -> Self {
+        Self {
+            perms: a.perms as u32,
+            scheme: a.scheme,
+            id: a.id,
+        }
+    }
+}
+
 struct Shared {
+    /// Credentials re-sent on every new connection (options', then addauth's).
+    auth: Mutex<Vec<(String, Vec<u8>)>>,
     events: broadcast::Sender<WatchedEvent>,
     state: watch::Sender<SessionState>,
     session: Mutex<(u64, u64, u32, u64)>, // id, password, timeout_ms, member id
@@ -184,6 +273,7 @@ impl Client {
         let (events, _) = broadcast::channel(4096);
         let (state, _) = watch::channel(SessionState::Connecting);
         let shared = Arc::new(Shared {
+            auth: Mutex::new(opts.auth.clone()),
             events,
             state,
             session: Mutex::new((0, 0, opts.session_timeout.as_millis() as u32, 0)),
@@ -319,6 +409,90 @@ impl Client {
             .map_err(|_| CoordError::new(Code::SessionExpired, "the session is closed"))??;
         crate::error::of_reply(r.code, r.message.clone())?;
         Ok(r)
+    }
+
+    /// A create with its own ACL (`create` gives world:anyone everything).
+    pub async fn create_with_acl(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+        acl: &[Acl],
+    ) -> Result<(String, Stat)> {
+        check_size(data)?;
+        let (m, ttl_ms) = mode.to_pb();
+        let r = self
+            .call(Op::Create(pb::Create {
+                path: path.into(),
+                data: data.to_vec(),
+                mode: m as i32,
+                ttl_ms,
+                acl: acl.iter().map(Acl::to_pb).collect(),
+            }))
+            .await?;
+        match r.result {
+            Some(pb::reply::Result::Create(c)) => {
+                Ok((c.path, Stat::from(c.stat.unwrap_or_default())))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A node's ACL and stat.
+    pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat)> {
+        let r = self
+            .call(Op::GetAcl(pb::GetAcl { path: path.into() }))
+            .await?;
+        match r.result {
+            Some(pb::reply::Result::Acl(a)) => Ok((
+                a.acl.into_iter().map(Acl::of_pb).collect(),
+                Stat::from(a.stat.unwrap_or_default()),
+            )),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Replaces a node's ACL if its ACL version is `version` (None: any).
+    pub async fn set_acl(&self, path: &str, acl: &[Acl], version: Option<i32>) -> Result<Stat> {
+        let r = self
+            .call(Op::SetAcl(pb::SetAcl {
+                path: path.into(),
+                acl: acl.iter().map(Acl::to_pb).collect(),
+                version: version.unwrap_or(-1),
+            }))
+            .await?;
+        match r.result {
+            Some(pb::reply::Result::Stat(s)) => Ok(Stat::from(s)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Proves an identity for this session (`digest`, `user:password`);
+    /// kept for every later connection of the session. AuthFailed if refused.
+    pub async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<()> {
+        self.call(Op::Auth(pb::Auth {
+            scheme: scheme.into(),
+            auth: auth.to_vec(),
+        }))
+        .await?;
+        self.shared
+            .auth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheme.into(), auth.to_vec()));
+        Ok(())
+    }
+
+    /// The identities the session holds on its current connection, as
+    /// (scheme, id).
+    pub async fn who_am_i(&self) -> Result<Vec<(String, String)>> {
+        let r = self.call(Op::WhoAmI(pb::WhoAmI {})).await?;
+        match r.result {
+            Some(pb::reply::Result::WhoAmI(w)) => {
+                Ok(w.ids.into_iter().map(|i| (i.scheme, i.id)).collect())
+            }
+            _ => Err(unexpected()),
+        }
     }
 
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
@@ -718,6 +892,22 @@ async fn connection(
                 frame: Some(pb::client_frame::Frame::Request(req)),
             });
         }
+    }
+    // Then the credentials, before any request that needs them.
+    let auth = shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for (scheme, auth) in auth {
+        let req = pb::Request {
+            xid: 0,
+            op: Some(Op::Auth(pb::Auth { scheme, auth })),
+            linearizable: false,
+        };
+        let _ = ftx.send(pb::ClientFrame {
+            frame: Some(pb::client_frame::Frame::Request(req)),
+        });
     }
     shared.state.send_replace(SessionState::Connected);
     shared.emit(EventKind::Connected, "", reply.last_zxid);

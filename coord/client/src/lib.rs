@@ -12,7 +12,8 @@ mod stat;
 
 pub use admin::{add_member, bootstrap, members, members_of, remove_member};
 pub use client::{
-    Client, ClientOptions, CreateMode, EventKind, MultiOp, MultiResult, SessionState, WatchedEvent,
+    Acl, Client, ClientOptions, CreateMode, EventKind, MultiOp, MultiResult, SessionState,
+    WatchedEvent,
 };
 pub use error::{Code, CoordError};
 pub use recipes::{ensure_path, LeaderElection, Leadership, Lock, LockGuard};

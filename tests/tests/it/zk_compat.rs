@@ -94,3 +94,84 @@ async fn bad_input_gets_zookeepers_answer_and_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     ens.check_logs().unwrap();
 }
+
+/// ACLs through hstack's own gRPC: `hstack zk` creates with an ACL, reads
+/// and replaces it, and every command is checked against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hstack_zk_checks_acls_over_grpc() {
+    use hstack_tests::hstack;
+    let ens = CoordEnsemble::start(1, &[]).await.unwrap();
+    let m = ens.client_addrs().join(",");
+    let zk = |extra: &[&str]| {
+        let mut args = vec!["zk", "--members", &m];
+        args.extend_from_slice(extra);
+        hstack(&args).unwrap()
+    };
+    let alice = "digest:alice:pw";
+    let (ok, out, err) = zk(&[
+        "--auth",
+        alice,
+        "create",
+        "/s",
+        "secret",
+        "--acl",
+        "auth::cdrwa",
+    ]);
+    assert!(ok, "{out}{err}");
+    // Anyone else: NoAuth, for reads and writes alike.
+    for cmd in [
+        vec!["get", "/s"],
+        vec!["set", "/s", "x"],
+        vec!["getAcl", "/s"],
+    ] {
+        let (ok, _, err) = zk(&cmd);
+        assert!(!ok && err.contains("NoAuth"), "{cmd:?}: {err}");
+    }
+    let (ok, _, err) = zk(&["--auth", "digest:bob:pw", "get", "/s"]);
+    assert!(!ok && err.contains("NoAuth"), "{err}");
+    // The owner reads it, and its ACL names the owner's digest.
+    let (ok, out, _) = zk(&["--auth", alice, "get", "/s"]);
+    assert!(ok && out.trim() == "secret", "{out}");
+    let (ok, out, err) = zk(&["--auth", alice, "--json", "getAcl", "/s"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["acl"][0]["scheme"], "digest", "{v}");
+    assert!(
+        v["acl"][0]["id"].as_str().unwrap().starts_with("alice:"),
+        "{v}"
+    );
+    assert_eq!(v["acl"][0]["perms"], "cdrwa", "{v}");
+    // A bad ACL is refused and changes nothing.
+    let (ok, _, err) = zk(&["--auth", alice, "setAcl", "/s", "world:anyone:xyz"]);
+    assert!(!ok && err.contains("unknown permission"), "{err}");
+    let (ok, _, err) = zk(&["--auth", alice, "setAcl", "/s", "world:someone:r"]);
+    assert!(!ok && err.contains("InvalidAcl"), "{err}");
+    let (ok, _, err) = zk(&["--auth", alice, "setAcl", "-v", "7", "/s", "world:anyone:r"]);
+    assert!(!ok && err.contains("BadVersion"), "{err}");
+    let (ok, _, _) = zk(&["get", "/s"]);
+    assert!(!ok, "the failed setAcl must not have opened the node");
+    // World may read once the owner says so, but still not write.
+    let (ok, out, err) = zk(&[
+        "--auth",
+        alice,
+        "setAcl",
+        "-v",
+        "0",
+        "/s",
+        "world:anyone:r,auth::cdrwa",
+    ]);
+    assert!(ok && out.contains("aclVersion 1"), "{out}{err}");
+    let (ok, out, _) = zk(&["get", "/s"]);
+    assert!(ok && out.trim() == "secret", "{out}");
+    let (ok, _, err) = zk(&["set", "/s", "x"]);
+    assert!(!ok && err.contains("NoAuth"), "{err}");
+    // addauth shows the identities a session holds; bad credentials fail.
+    let (ok, out, err) = zk(&["addauth", "digest", "alice:pw"]);
+    assert!(
+        ok && out.contains("alice:") && out.contains("127.0.0.1"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = zk(&["addauth", "digest", "nocolon"]);
+    assert!(!ok && err.contains("AuthFailed"), "{err}");
+    ens.check_logs().unwrap();
+}
