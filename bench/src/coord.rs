@@ -2,6 +2,11 @@
 //! ensemble, shaped like the reference ZooKeeper/etcd measurements
 //! (256-byte values over 1,000 keys, N outstanding requests spread over up
 //! to 16 sessions spread over the members, warm-up then measurement).
+//!
+//! The same loop drives hstack's own gRPC (`hstack bench coord`) or
+//! ZooKeeper's protocol through the `zookeeper-client` crate (`hstack
+//! bench zk`), against hstack's ZooKeeper port or a real ZooKeeper: one
+//! load generator for every side of a comparison.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,8 +26,19 @@ pub enum Workload {
     CreateDelete,
 }
 
+/// Which protocol the load speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// hstack's own gRPC session stream.
+    Grpc,
+    /// ZooKeeper's jute protocol (the `zookeeper-client` crate).
+    Zookeeper,
+}
+
 #[derive(Clone, Debug)]
 pub struct BenchOpts {
+    pub protocol: Protocol,
     pub members: Vec<String>,
     pub workload: Workload,
     pub concurrency: usize,
@@ -36,6 +52,7 @@ pub struct BenchOpts {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    pub protocol: Protocol,
     pub workload: Workload,
     pub concurrency: usize,
     pub sessions: usize,
@@ -47,6 +64,106 @@ pub struct BenchReport {
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
+}
+
+/// One session of either protocol.
+#[derive(Clone)]
+enum Session {
+    Grpc(Client),
+    Zk(zookeeper_client::Client),
+}
+
+fn zk_err(e: zookeeper_client::Error) -> CoordError {
+    use zookeeper_client::Error as Z;
+    let code = match e {
+        Z::NodeExists => Code::NodeExists,
+        Z::NoNode => Code::NoNode,
+        Z::BadVersion => Code::BadVersion,
+        Z::ConnectionLoss => Code::ConnectionLoss,
+        Z::SessionExpired => Code::SessionExpired,
+        _ => Code::Internal,
+    };
+    CoordError::new(code, format!("zookeeper: {e}"))
+}
+
+impl Session {
+    async fn connect(opts: &BenchOpts, members: Vec<String>) -> Result<Self> {
+        Ok(match opts.protocol {
+            Protocol::Grpc => {
+                let mut co = ClientOptions::new(members);
+                co.shuffle = false;
+                let c = Client::connect(co).await?;
+                Session::Grpc(if opts.linearizable {
+                    c.linearizable()
+                } else {
+                    c
+                })
+            }
+            Protocol::Zookeeper => {
+                let c = zookeeper_client::Client::connector()
+                    .session_timeout(Duration::from_secs(10))
+                    .connect(&members.join(","))
+                    .await
+                    .map_err(zk_err)?;
+                Session::Zk(c)
+            }
+        })
+    }
+
+    async fn set(&self, p: &str, v: &[u8]) -> Result<()> {
+        match self {
+            Session::Grpc(c) => c.set_data(p, v, None).await.map(|_| ()),
+            Session::Zk(c) => c.set_data(p, v, None).await.map(|_| ()).map_err(zk_err),
+        }
+    }
+
+    async fn get(&self, p: &str) -> Result<()> {
+        match self {
+            Session::Grpc(c) => c.get_data(p, false).await.map(|_| ()),
+            Session::Zk(c) => c.get_data(p).await.map(|_| ()).map_err(zk_err),
+        }
+    }
+
+    async fn create(&self, p: &str, v: &[u8], ephemeral: bool) -> Result<()> {
+        match self {
+            Session::Grpc(c) => {
+                let mode = if ephemeral {
+                    CreateMode::Ephemeral
+                } else {
+                    CreateMode::Persistent
+                };
+                c.create(p, v, mode).await.map(|_| ())
+            }
+            Session::Zk(c) => {
+                use zookeeper_client::{Acls, CreateMode as M};
+                let mode = if ephemeral {
+                    M::Ephemeral
+                } else {
+                    M::Persistent
+                };
+                c.create(p, v, &mode.with_acls(Acls::anyone_all()))
+                    .await
+                    .map(|_| ())
+                    .map_err(zk_err)
+            }
+        }
+    }
+
+    async fn delete(&self, p: &str) -> Result<()> {
+        match self {
+            Session::Grpc(c) => c.delete(p, None).await,
+            Session::Zk(c) => c.delete(p, None).await.map_err(zk_err),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Session::Grpc(c) => {
+                let _ = c.close().await;
+            }
+            Session::Zk(c) => drop(c),
+        }
+    }
 }
 
 pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
@@ -62,21 +179,18 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
         let mut members = opts.members.clone();
         let n = members.len().max(1);
         members.rotate_left(i % n);
-        let mut co = ClientOptions::new(members);
-        co.shuffle = false;
-        let c = Client::connect(co).await?;
-        clients.push(if opts.linearizable {
-            c.linearizable()
-        } else {
-            c
-        });
+        clients.push(Session::connect(&opts, members).await?);
     }
     let value = vec![b'v'; opts.value_size];
     let setup = &clients[0];
-    hstack_coord_client::ensure_path(setup, "/bench").await?;
+    match setup.create("/bench", b"", false).await {
+        Ok(()) => {}
+        Err(e) if e.code == Code::NodeExists => {}
+        Err(e) => return Err(e),
+    }
     for k in 0..opts.keys {
         let p = format!("/bench/k{k:06}");
-        match setup.create(&p, &value, CreateMode::Persistent).await {
+        match setup.create(&p, &value, false).await {
             Ok(_) => {}
             Err(e) if e.code == Code::NodeExists => {}
             Err(e) => return Err(e),
@@ -103,18 +217,18 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
                 let key = format!("/bench/k{:06}", (n as usize * 7919 + t * 104_729) % keys);
                 let started = Instant::now();
                 let res = match workload {
-                    Workload::Write => client.set_data(&key, &value, None).await.map(|_| 1),
-                    Workload::Read => client.get_data(&key, false).await.map(|_| 1),
+                    Workload::Write => client.set(&key, &value).await.map(|_| 1),
+                    Workload::Read => client.get(&key).await.map(|_| 1),
                     Workload::CreateDelete => {
                         let p = format!("/bench/e-{t}-{n}");
-                        let first = client.create(&p, &value, CreateMode::Ephemeral).await;
+                        let first = client.create(&p, &value, true).await;
                         let first_us = started.elapsed().as_micros() as u64;
                         if measuring.load(Ordering::Relaxed) && first.is_ok() {
                             let _ = hist.record(first_us.max(1));
                         }
                         let again = Instant::now();
                         let r = match first {
-                            Ok(_) => client.delete(&p, None).await.map(|_| 2),
+                            Ok(_) => client.delete(&p).await.map(|_| 2),
                             Err(e) => Err(e),
                         };
                         if measuring.load(Ordering::Relaxed) && r.is_ok() {
@@ -165,10 +279,11 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
             let _ = hist.add(h);
         }
     }
-    for c in &clients {
-        let _ = c.close().await;
+    for c in clients {
+        c.close().await;
     }
     Ok(BenchReport {
+        protocol: opts.protocol,
         workload: opts.workload,
         concurrency: opts.concurrency,
         sessions,

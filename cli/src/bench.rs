@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use hstack_bench::coord::{BenchOpts, Workload};
+use hstack_bench::coord::{BenchOpts, Protocol, Workload};
 use hstack_bench::dfs::{DfsBench, DfsWorkload, NnBench, NnOp, ReadPath};
 
 use crate::dfs::NnEndpoint;
@@ -16,6 +16,10 @@ use crate::zk::Endpoints;
 pub enum BenchCmd {
     /// Closed-loop load on the coordination service: ops/s and latency.
     Coord(BenchCoordArgs),
+    /// The same load through ZooKeeper's protocol (the zookeeper-client
+    /// crate): against hstack's ZooKeeper ports, or a real ZooKeeper
+    /// ensemble (`--servers`) to compare the two with one load generator.
+    Zk(BenchCoordArgs),
     /// File system throughput: write or read files through the datanodes.
     Dfs(BenchDfsArgs),
     /// Namenode operations per second over real RPC (NNThroughputBenchmark's shape).
@@ -35,7 +39,8 @@ pub enum BenchCmd {
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::Coord(a) => coord(a).await,
+        BenchCmd::Coord(a) => coord(a, Protocol::Grpc).await,
+        BenchCmd::Zk(a) => coord(a, Protocol::Zookeeper).await,
         BenchCmd::Dfs(a) => dfs(a).await,
         BenchCmd::Namenode(a) => namenode(a).await,
         BenchCmd::NamenodeMemory(a) => memory(a),
@@ -65,16 +70,40 @@ pub struct BenchCoordArgs {
     value_size: usize,
     #[arg(long, default_value_t = 1000)]
     keys: usize,
-    /// Linearizable reads (read index through the leader).
+    /// Linearizable reads (read index through the leader; gRPC only).
     #[arg(long)]
     linearizable: bool,
+    /// `bench zk`: the ZooKeeper-protocol servers (`host:port,…`); default
+    /// the ZooKeeper ports of the local cluster's members.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
     #[arg(long)]
     json: bool,
 }
 
-async fn coord(a: BenchCoordArgs) -> anyhow::Result<()> {
+async fn coord(a: BenchCoordArgs, protocol: Protocol) -> anyhow::Result<()> {
+    let members = match protocol {
+        Protocol::Grpc => a.endpoints.coord_members()?,
+        Protocol::Zookeeper if !a.servers.is_empty() => a.servers.clone(),
+        Protocol::Zookeeper => {
+            let dir = a
+                .endpoints
+                .cluster
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from(crate::local::DEFAULT_DIR));
+            let zk = crate::local::ClusterFile::load(&dir)?.addrs("coord", "zk");
+            if zk.is_empty() {
+                anyhow::bail!("no ZooKeeper ports in {}: pass --servers", dir.display());
+            }
+            zk
+        }
+    };
+    if protocol == Protocol::Zookeeper && a.linearizable {
+        anyhow::bail!("--linearizable is for hstack's gRPC; over ZooKeeper's protocol, sync first");
+    }
     let opts = BenchOpts {
-        members: a.endpoints.coord_members()?,
+        protocol,
+        members,
         workload: a.workload,
         concurrency: a.concurrency,
         sessions: a.sessions,
@@ -90,6 +119,7 @@ async fn coord(a: BenchCoordArgs) -> anyhow::Result<()> {
     }
     output::table(
         &[
+            "protocol",
             "workload",
             "outstanding",
             "sessions",
@@ -100,6 +130,7 @@ async fn coord(a: BenchCoordArgs) -> anyhow::Result<()> {
             "errors",
         ],
         &[vec![
+            format!("{:?}", r.protocol).to_lowercase(),
             format!("{:?}", r.workload).to_lowercase(),
             r.concurrency.to_string(),
             r.sessions.to_string(),

@@ -282,8 +282,12 @@ async fn write_loop(
         };
         let Some(f) = f else { break };
         let Some(frame) = f.frame else { continue };
+        let handshaking = matches!(expected.front(), Some(Expect::Connect { .. }));
         let (bytes, close) = match frame {
             Out::Event(ev) => (codec::event(&ev), false),
+            // The session expired under an open connection: ZooKeeper
+            // closes it, and the client learns of the expiry on reconnecting.
+            Out::Error(_) if !handshaking => break,
             other => {
                 // Every reply answers the oldest expectation; the reader
                 // queued it before the request left.
