@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hstack beside ZooKeeper through ZooKeeper's protocol, one load generator
-# (`hstack bench zk`, the zookeeper-client crate) for both, in one run:
+# (`hstack bench zk`, a lean jute client of ours) for both, in one run:
 #   1. ZooKeeper 3.8 (Debian's package): 3 JVMs on loopback, forceSync on,
 #      warmed up, then the matrix (write, read, create-delete at 1, 16 and
 #      64 outstanding over up to 16 sessions);

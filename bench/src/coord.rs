@@ -4,9 +4,9 @@
 //! to 16 sessions spread over the members, warm-up then measurement).
 //!
 //! The same loop drives hstack's own gRPC (`hstack bench coord`) or
-//! ZooKeeper's protocol through the `zookeeper-client` crate (`hstack
-//! bench zk`), against hstack's ZooKeeper port or a real ZooKeeper: one
-//! load generator for every side of a comparison.
+//! ZooKeeper's protocol through a lean client of our own (`zkwire`,
+//! `hstack bench zk`), against hstack's ZooKeeper port or a real
+//! ZooKeeper: one load generator for every side of a comparison.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub enum Workload {
 pub enum Protocol {
     /// hstack's own gRPC session stream.
     Grpc,
-    /// ZooKeeper's jute protocol (the `zookeeper-client` crate).
+    /// ZooKeeper's jute protocol (`zkwire`, a lean pipelined client).
     Zookeeper,
 }
 
@@ -70,20 +70,7 @@ pub struct BenchReport {
 #[derive(Clone)]
 enum Session {
     Grpc(Client),
-    Zk(zookeeper_client::Client),
-}
-
-fn zk_err(e: zookeeper_client::Error) -> CoordError {
-    use zookeeper_client::Error as Z;
-    let code = match e {
-        Z::NodeExists => Code::NodeExists,
-        Z::NoNode => Code::NoNode,
-        Z::BadVersion => Code::BadVersion,
-        Z::ConnectionLoss => Code::ConnectionLoss,
-        Z::SessionExpired => Code::SessionExpired,
-        _ => Code::Internal,
-    };
-    CoordError::new(code, format!("zookeeper: {e}"))
+    Zk(crate::zkwire::ZkSession),
 }
 
 impl Session {
@@ -99,28 +86,25 @@ impl Session {
                     c
                 })
             }
-            Protocol::Zookeeper => {
-                let c = zookeeper_client::Client::connector()
-                    .session_timeout(Duration::from_secs(10))
-                    .connect(&members.join(","))
-                    .await
-                    .map_err(zk_err)?;
-                Session::Zk(c)
-            }
+            // One member per session, as the gRPC sessions: both protocols
+            // spread the sessions evenly over the members, ZooKeeper too.
+            Protocol::Zookeeper => Session::Zk(
+                crate::zkwire::ZkSession::connect(&members[0], Duration::from_secs(10)).await?,
+            ),
         })
     }
 
     async fn set(&self, p: &str, v: &[u8]) -> Result<()> {
         match self {
             Session::Grpc(c) => c.set_data(p, v, None).await.map(|_| ()),
-            Session::Zk(c) => c.set_data(p, v, None).await.map(|_| ()).map_err(zk_err),
+            Session::Zk(c) => c.set_data(p, v).await,
         }
     }
 
     async fn get(&self, p: &str) -> Result<()> {
         match self {
             Session::Grpc(c) => c.get_data(p, false).await.map(|_| ()),
-            Session::Zk(c) => c.get_data(p).await.map(|_| ()).map_err(zk_err),
+            Session::Zk(c) => c.get_data(p).await,
         }
     }
 
@@ -134,25 +118,14 @@ impl Session {
                 };
                 c.create(p, v, mode).await.map(|_| ())
             }
-            Session::Zk(c) => {
-                use zookeeper_client::{Acls, CreateMode as M};
-                let mode = if ephemeral {
-                    M::Ephemeral
-                } else {
-                    M::Persistent
-                };
-                c.create(p, v, &mode.with_acls(Acls::anyone_all()))
-                    .await
-                    .map(|_| ())
-                    .map_err(zk_err)
-            }
+            Session::Zk(c) => c.create(p, v, ephemeral).await,
         }
     }
 
     async fn delete(&self, p: &str) -> Result<()> {
         match self {
             Session::Grpc(c) => c.delete(p, None).await,
-            Session::Zk(c) => c.delete(p, None).await.map_err(zk_err),
+            Session::Zk(c) => c.delete(p).await,
         }
     }
 
@@ -161,7 +134,7 @@ impl Session {
             Session::Grpc(c) => {
                 let _ = c.close().await;
             }
-            Session::Zk(c) => drop(c),
+            Session::Zk(c) => c.close().await,
         }
     }
 }
@@ -171,6 +144,12 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
         return Err(CoordError::new(
             Code::InvalidArgument,
             "concurrency, sessions and keys must be > 0",
+        ));
+    }
+    if opts.members.is_empty() {
+        return Err(CoordError::new(
+            Code::InvalidArgument,
+            "no servers to benchmark",
         ));
     }
     let sessions = opts.sessions.min(opts.concurrency);

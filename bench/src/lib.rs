@@ -9,3 +9,4 @@ pub mod coord;
 pub mod dfs;
 pub mod mr;
 pub mod scheduler;
+pub mod zkwire;

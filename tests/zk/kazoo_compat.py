@@ -343,6 +343,10 @@ def test_acls():
     try:
         acl = make_digest_acl("alice", "secret", all=True)
         alice.create("/acl", b"mine", acl=[acl, make_acl("world", "anyone", read=True)])
+        # Each client may sit on another member: as with ZooKeeper, a read
+        # sees another session's write after a sync, not before.
+        anon.sync("/acl")
+        bob.sync("/acl")
         acls, st = anon.get_acls("/acl")
         assert len(acls) == 2 and st.aversion == 0, acls
         assert anon.get("/acl")[0] == b"mine"  # world may read
@@ -353,14 +357,17 @@ def test_acls():
         alice.create("/acl/kid", b"", acl=[make_acl("auth", "", all=True)])
         kid_acls, _ = alice.get_acls("/acl/kid")
         assert kid_acls[0].id.scheme == "digest" and kid_acls[0].id.id.startswith("alice:"), kid_acls
+        bob.sync("/acl/kid")
         raises(E.NoAuthError, bob.get, "/acl/kid")
         # setACL checks the ACL version.
         raises(E.BadVersionError, alice.set_acls, "/acl", [acl], version=5)
         st = alice.set_acls("/acl", [acl], version=0)
         assert st.aversion == 1, st
+        anon.sync("/acl")
         raises(E.NoAuthError, anon.get, "/acl")  # world lost read
         # add_auth on a live session grants from then on.
         bob.add_auth("digest", "alice:secret")
+        bob.sync("/acl")
         assert bob.get("/acl")[0] == b"still mine"
         # Credentials the server refuses: AuthFailed, and that connection ends.
         doomed = client()
@@ -371,6 +378,7 @@ def test_acls():
         if SUPER:
             root = client(auth_data=[("digest", SUPER)])
             try:
+                root.sync("/acl/kid")
                 assert root.get("/acl/kid")[0] == b""
                 root.delete("/acl/kid")
                 root.delete("/acl")
