@@ -122,6 +122,14 @@ impl Session {
         }
     }
 
+    /// Creates a persistent `p` unless it is there already.
+    async fn ensure(&self, p: &str, v: &[u8]) -> Result<()> {
+        match self.create(p, v, false).await {
+            Err(e) if e.code == Code::NodeExists => Ok(()),
+            r => r,
+        }
+    }
+
     async fn delete(&self, p: &str) -> Result<()> {
         match self {
             Session::Grpc(c) => c.delete(p, None).await,
@@ -162,18 +170,9 @@ pub async fn run_bench(opts: BenchOpts) -> Result<BenchReport> {
     }
     let value = vec![b'v'; opts.value_size];
     let setup = &clients[0];
-    match setup.create("/bench", b"", false).await {
-        Ok(()) => {}
-        Err(e) if e.code == Code::NodeExists => {}
-        Err(e) => return Err(e),
-    }
+    setup.ensure("/bench", b"").await?;
     for k in 0..opts.keys {
-        let p = format!("/bench/k{k:06}");
-        match setup.create(&p, &value, false).await {
-            Ok(_) => {}
-            Err(e) if e.code == Code::NodeExists => {}
-            Err(e) => return Err(e),
-        }
+        setup.ensure(&format!("/bench/k{k:06}"), &value).await?;
     }
 
     let measuring = Arc::new(AtomicBool::new(false));

@@ -17,8 +17,9 @@ pub enum BenchCmd {
     /// Closed-loop load on the coordination service: ops/s and latency.
     Coord(BenchCoordArgs),
     /// The same load through ZooKeeper's protocol (a lean pipelined jute
-    /// client, one connection per session): against hstack's ZooKeeper ports, or a real ZooKeeper
-    /// ensemble (`--servers`) to compare the two with one load generator.
+    /// client, one connection per session): against hstack's ZooKeeper
+    /// ports, or a real ZooKeeper ensemble (`--servers`) to compare the
+    /// two with one load generator.
     Zk(BenchCoordArgs),
     /// File system throughput: write or read files through the datanodes.
     Dfs(BenchDfsArgs),
