@@ -566,11 +566,6 @@ async fn respond(
     out: Sink,
     reads: watch::Sender<usize>,
 ) {
-    // The log index of this session's latest committed write. A write is
-    // answered once the leader commits it; the session's next read waits
-    // until this member has applied it (read-your-writes, and the write's
-    // watch events before that read's reply).
-    let mut floor = 0u64;
     while let Some(p) = rx.recv().await {
         let f = match p {
             Pending::Ready(f) => f,
@@ -582,7 +577,13 @@ async fn respond(
             } => {
                 let reply = match rx.await {
                     Ok(Ok(c)) => {
-                        floor = floor.max(c.index);
+                        // Answered once applied here too, as ZooKeeper's
+                        // server answers after its own apply: another
+                        // session on this member then sees the write, and
+                        // the write's watch events go out before its reply.
+                        // Replies go out in order, so the session's next
+                        // read sees this write (read-your-writes).
+                        node.sm.wait_applied(c.index).await;
                         write_reply(xid, c)
                     }
                     Ok(Err(e)) => error_reply(xid, 0, &e),
@@ -602,7 +603,6 @@ async fn respond(
                 frame(Out::Reply(reply))
             }
             Pending::Read { req, started, auth } => {
-                node.sm.wait_applied(floor).await;
                 // Sent under the state-machine lock: no event for a watch this
                 // read sets can overtake its reply.
                 read(&node, session_id, &auth, req, &out).await;

@@ -10,6 +10,8 @@ Run by tests/tests/it/zk_compat.rs against three real members:
 Each test prints PASS or FAIL; the exit status is the number of failures.
 """
 
+import faulthandler
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +29,12 @@ from kazoo.security import make_acl, make_digest_acl, ACL, Id
 HOSTS = os.environ["HSTACK_ZK_HOSTS"].split(",")
 PIDS = [int(p) for p in os.environ["HSTACK_ZK_PIDS"].split(",")]
 SUPER = os.environ.get("HSTACK_ZK_SUPER", "")
+# The slowest test takes about 10 s here; a test past this is hung.
+PER_TEST_TIMEOUT = float(os.environ.get("HSTACK_ZK_TEST_TIMEOUT", "90"))
+# kazoo's own warnings (reconnects, lost connections) go to stderr, which
+# the harness prints when the script fails.
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                    format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
 
 
 def client(hosts=None, **kw):
@@ -170,13 +178,17 @@ def test_ephemerals_go_with_the_session():
                 "from kazoo.client import KazooClient\n"
                 f"zk=KazooClient(hosts={','.join(HOSTS)!r}, timeout=2.0); zk.start(timeout=15)\n"
                 "zk.create('/eph/killed', b'', ephemeral=True)\n"
-                "print('ready', flush=True); time.sleep(600)\n"
+                "print('ready', flush=True); sys.stdin.read()\n"
             )],
-            stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        assert watcher.exists("/eph/killed") is not None
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+            # It lives until killed or until this script's end closes its
+            # stdin, so a failed check cannot leave it holding the pipes.
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            assert watcher.exists("/eph/killed") is not None
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
         wait_for(lambda: watcher.exists("/eph/killed") is None,
                  "the killed client's ephemeral to expire", timeout=20)
         watcher.delete("/eph", recursive=True)
@@ -531,6 +543,9 @@ def main():
         if only and t.__name__ not in only:
             continue
         start = time.time()
+        # A test that hangs fails fast, with every thread's stack on stderr,
+        # instead of holding the suite until the harness's timeout.
+        faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True)
         try:
             t()
             print(f"PASS {t.__name__} ({time.time() - start:.1f}s)", flush=True)
@@ -538,6 +553,8 @@ def main():
             failures += 1
             print(f"FAIL {t.__name__}", flush=True)
             traceback.print_exc()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
     sys.exit(failures)
 
 

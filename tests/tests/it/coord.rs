@@ -176,6 +176,23 @@ async fn stat_sequential_multi_and_linearizable_reads() {
         let (d, _) = reader.get_data("/s", false).await.unwrap();
         assert_eq!(d, format!("{i}").as_bytes());
     }
+
+    // As with ZooKeeper's servers, a member answers a write once it has
+    // applied it itself: another session on that member, reading without a
+    // sync, sees the write as soon as the writer has its reply.
+    let writer = ens.client_only(follower).await.unwrap();
+    let neighbour = ens.client_only(follower).await.unwrap();
+    for i in 0..50 {
+        let path = format!("/s/same-member-{i}");
+        writer
+            .create(&path, b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        assert!(
+            neighbour.exists(&path, false).await.unwrap().is_some(),
+            "{path} was answered but is not visible on the same member"
+        );
+    }
     ens.check_logs().unwrap();
 }
 
