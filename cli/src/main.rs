@@ -131,14 +131,15 @@ fn run_client(cmd: Cmd) -> ExitCode {
     ) {
         return_freed_memory_at_once();
     }
-    // The coordination benchmark's load generator runs on one thread: it
+    // The coordination benchmarks' load generator (gRPC or ZooKeeper's
+    // protocol, the same for every system measured) runs on one thread: it
     // shares the machine with the ensemble it measures, and one thread
     // costs it about a third less CPU per request than two (no wake-ups
     // across threads, no work stealing), CPU the members then have.
     let mut builder = if matches!(
         cmd,
         Cmd::Bench {
-            what: bench::BenchCmd::Coord(_)
+            what: bench::BenchCmd::Coord(_) | bench::BenchCmd::Zk(_)
         }
     ) {
         tokio::runtime::Builder::new_current_thread()
