@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use hstack_coord_client::jute::Writer;
 use hstack_coord_client::CoordError;
 
 type Result<T> = std::result::Result<T, CoordError>;
@@ -31,30 +32,6 @@ const OP_CLOSE: i32 = -11;
 /// Replies with these xids are not answers to a request (a watch event, a ping).
 const XID_EVENT: i32 = -1;
 const XID_PING: i32 = -2;
-
-/// A request's body, jute-encoded (big-endian, length-prefixed strings).
-#[derive(Default)]
-struct Body(Vec<u8>);
-
-impl Body {
-    fn int(mut self, v: i32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn long(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn bytes(self, b: &[u8]) -> Self {
-        let mut s = self.int(b.len() as i32);
-        s.0.extend_from_slice(b);
-        s
-    }
-    fn bool(mut self, v: bool) -> Self {
-        self.0.push(v as u8);
-        self
-    }
-}
 
 struct Request {
     op: i32,
@@ -95,14 +72,15 @@ impl ZkSession {
         sock.set_nodelay(true).map_err(lost)?;
         let (rd, mut wr) = sock.into_split();
         let mut rd = BufReader::with_capacity(64 << 10, rd);
-        let connect = Body::default()
+        let mut connect = Writer::frame();
+        connect
             .int(0) // protocol version
             .long(0) // last zxid seen
             .int(timeout.as_millis() as i32)
             .long(0) // session id: a new session
-            .bytes(&[0u8; 16])
+            .buffer(&[0u8; 16])
             .bool(false); // read-only allowed
-        wr.write_all(&frame(&connect.0)).await.map_err(lost)?;
+        wr.write_all(&connect.finish()).await.map_err(lost)?;
         let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
             .await
             .map_err(|_| lost(format!("{addr} did not answer the handshake")))?
@@ -125,12 +103,12 @@ impl ZkSession {
         Ok(ZkSession { tx })
     }
 
-    async fn call(&self, op: i32, body: Body) -> Result<()> {
+    async fn call(&self, op: i32, body: Writer) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
                 op,
-                body: body.0,
+                body: body.buf,
                 reply,
             })
             .map_err(|_| lost("connection closed"))?;
@@ -138,45 +116,44 @@ impl ZkSession {
     }
 
     pub async fn set_data(&self, path: &str, data: &[u8]) -> Result<()> {
-        let b = Body::default().bytes(path.as_bytes()).bytes(data).int(-1);
+        let mut b = Writer::default();
+        b.string(path).buffer(data).int(-1);
         self.call(OP_SET_DATA, b).await
     }
 
     pub async fn get_data(&self, path: &str) -> Result<()> {
-        let b = Body::default().bytes(path.as_bytes()).bool(false);
+        let mut b = Writer::default();
+        b.string(path).bool(false);
         self.call(OP_GET_DATA, b).await
     }
 
     /// Creates `path` open to anyone (world:anyone, all permissions).
     pub async fn create(&self, path: &str, data: &[u8], ephemeral: bool) -> Result<()> {
-        let b = Body::default()
-            .bytes(path.as_bytes())
-            .bytes(data)
+        let mut b = Writer::default();
+        b.string(path)
+            .buffer(data)
             .int(1) // one ACL entry
             .int(31) // all permissions
-            .bytes(b"world")
-            .bytes(b"anyone")
+            .string("world")
+            .string("anyone")
             .int(ephemeral as i32);
         self.call(OP_CREATE, b).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
-        let b = Body::default().bytes(path.as_bytes()).int(-1);
+        let mut b = Writer::default();
+        b.string(path).int(-1);
         self.call(OP_DELETE, b).await
     }
 
     /// Closes the session (its ephemerals go at once).
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.call(OP_CLOSE, Body::default()))
-            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.call(OP_CLOSE, Writer::default()),
+        )
+        .await;
     }
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(4 + body.len());
-    f.extend_from_slice(&(body.len() as i32).to_be_bytes());
-    f.extend_from_slice(body);
-    f
 }
 
 async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R) -> std::io::Result<Vec<u8>> {

@@ -7,6 +7,7 @@
 mod admin;
 mod client;
 pub mod error;
+pub mod jute;
 mod recipes;
 mod stat;
 

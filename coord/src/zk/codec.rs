@@ -6,9 +6,9 @@ use hstack_proto::coord as pb;
 use pb::request::Op;
 use pb::server_frame::Frame as Out;
 
-use super::jute::{Malformed, Reader, Result, Writer};
 use super::Expect;
 use crate::error::Code;
+use hstack_coord_client::jute::{Malformed, Reader, Result, Writer};
 
 /// ZooKeeper's opcodes (`ZooDefs.OpCode`).
 pub mod op {

@@ -10,7 +10,6 @@
 
 mod codec;
 mod fourlw;
-pub mod jute;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

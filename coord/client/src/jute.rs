@@ -1,6 +1,7 @@
 //! The jute encoding of `zookeeper.jute`, as far as the client protocol
 //! needs it: big-endian integers, length-prefixed buffers and strings
-//! (-1 = null), count-prefixed vectors.
+//! (-1 = null), count-prefixed vectors. The server's ZooKeeper port and
+//! the load generator of `hstack bench zk` share it.
 
 use std::fmt;
 
